@@ -1,0 +1,1 @@
+"""ComponentResources of sks-istio-mesh, one per concept."""

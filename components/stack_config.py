@@ -1,0 +1,31 @@
+"""Reads the running stack's config into MeshSettings; the only config code that needs Pulumi."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from components.config import PROJECT, ConfigError, MeshSettings, parse_config
+
+
+def _project_config() -> dict[str, Any]:
+    """Every `sks-istio-mesh:*` key of the stack, so unknown (misspelt) keys are reported too."""
+    prefix = f"{PROJECT}:"
+    everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return {key.removeprefix(prefix): value for key, value in everything.items() if key.startswith(prefix)}
+
+
+def load_settings() -> MeshSettings:
+    raw = _project_config()
+    secret_keys = frozenset(key for key in raw if runtime_config.is_config_secret(f"{PROJECT}:{key}"))
+    try:
+        return parse_config(raw, secret_keys)
+    except ConfigError as error:
+        # RunError prints the message alone: a config mistake is not a crash.
+        raise pulumi.RunError(str(error)) from None
+
+
+def root_ca_key() -> pulumi.Output[str] | None:
+    return pulumi.Config(PROJECT).get_secret("rootCaKeyPem")

@@ -1,0 +1,186 @@
+"""Runs the real program (__main__.py) under Pulumi mocks and records the resource graph.
+
+Every registration is kept with its inputs (with Pulumi's secret markers), parent, provider,
+dependencies and options, so tests assert on what the engine would receive.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import runpy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from tests.mocks import MeshMocks, unwrap
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "__main__.py"
+SHARED = ROOT.parent / "shared"
+PROJECT = "sks-istio-mesh"
+SECRET_SIG = rpc._special_secret_sig
+SIG_KEY = rpc._special_sig_key
+
+
+@dataclass
+class Registered:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    provider_urn: str
+    dependencies: set[str]
+    inputs: dict[str, Any]  # secrets unwrapped
+    wire_inputs: dict[str, Any]  # as sent to the engine, secret envelopes included
+    custom: bool
+    protect: bool
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_dependencies(self) -> set[str]:
+        """What the engine orders this resource after (and deletes it before)."""
+        deps = set(self.dependencies)
+        if self.provider_urn:
+            deps.add(self.provider_urn)
+        return deps
+
+
+@dataclass
+class StackOutput:
+    value: Any
+    secret: bool
+
+
+@dataclass
+class Recording:
+    resources: list[Registered]
+    outputs: dict[str, StackOutput]
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == typ]
+
+    def named(self, name: str, typ: str | None = None) -> Registered:
+        matches = [r for r in self.resources if r.name == name and (typ is None or r.type == typ)]
+        assert len(matches) == 1, f"expected one resource named {name!r}, found {len(matches)}"
+        return matches[0]
+
+    def by_urn(self, urn: str) -> Registered:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def k8s_objects(self, kind: str) -> list[Registered]:
+        return [r for r in self.resources if r.type.startswith("kubernetes:") and r.type.endswith(f":{kind}")]
+
+    def cluster_of(self, resource: Registered) -> str:
+        """The cluster a Kubernetes resource is deployed to, from its provider."""
+        return self.by_urn(resource.provider_urn).name.removesuffix("-k8s")
+
+    def depends_on(self, resource: Registered, other: Registered) -> bool:
+        """True if `resource` transitively depends on `other` (so it is created after it and
+        deleted before it)."""
+        seen: set[str] = set()
+        stack = list(resource.all_dependencies)
+        while stack:
+            urn = stack.pop()
+            if urn == other.urn:
+                return True
+            if urn in seen:
+                continue
+            seen.add(urn)
+            stack.extend(self.by_urn(urn).all_dependencies)
+        return False
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: MeshMocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registered] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        wire = json_format.MessageToDict(request.object)
+        dependencies = set(request.dependencies)
+        for deps in request.propertyDependencies.values():
+            dependencies.update(deps.urns)
+        self.registrations.append(Registered(
+            type=request.type,
+            name=request.name,
+            urn=response.urn,
+            parent=request.parent,
+            provider_urn=request.provider.rsplit("::", 1)[0] if request.provider else "",
+            dependencies=dependencies,
+            inputs=unwrap(rpc.deserialize_properties(request.object)),
+            wire_inputs=wire,
+            custom=bool(request.custom),
+            protect=bool(request.protect),
+            outputs=self.resources[response.urn].state if response.urn in self.resources else {},
+        ))
+        return response
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """A stack file's `sks-istio-mesh:*` config, keys without the project prefix."""
+    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    return {k.removeprefix(f"{PROJECT}:"): v for k, v in document["config"].items() if k.startswith(f"{PROJECT}:")}
+
+
+def cluster_config(*names_and_zones: tuple[str, str]) -> list[dict[str, Any]]:
+    return [{"name": n, "zone": z, "network": f"{n}-net"} for n, z in names_and_zones]
+
+
+def _as_config_value(value: Any) -> str:
+    # Pulumi hands the program strings; structured values as JSON, like the CLI does.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def run_program(
+    config: Mapping[str, Any], stack: str = "dev", secret_keys: tuple[str, ...] = (), preview: bool = False
+) -> Recording:
+    """Run __main__.py with `config` (keys without project prefix) and return what it registered."""
+    return contextvars.Context().run(_run, dict(config), stack, secret_keys, preview)
+
+
+def _run(config: dict[str, Any], stack: str, secret_keys: tuple[str, ...], preview: bool) -> Recording:
+    pulumi.runtime.set_all_config(
+        {f"{PROJECT}:{k}": _as_config_value(v) for k, v in config.items()},
+        [f"{PROJECT}:{k}" for k in secret_keys],
+    )
+    monitor = RecordingMonitor(MeshMocks())
+    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(MAIN), run_name="__main__")))
+
+    outputs: dict[str, StackOutput] = {}
+    root = pulumi.runtime.settings.get_root_resource()
+    for key, value in getattr(root, "outputs", {}).items():
+        output = pulumi.Output.from_input(value)
+        outputs[key] = StackOutput(_sync_await(output.future()), bool(_sync_await(output.is_secret())))
+    return Recording(monitor.registrations, outputs)
+
+
+def plaintext_strings(wire: Any, inside_secret: bool = False) -> Iterator[str]:
+    """Every string in a wire-format value that is not inside a secret envelope."""
+    if isinstance(wire, dict):
+        if wire.get(SIG_KEY) == SECRET_SIG:
+            return
+        for value in wire.values():
+            yield from plaintext_strings(value, inside_secret)
+    elif isinstance(wire, list):
+        for value in wire:
+            yield from plaintext_strings(value, inside_secret)
+    elif isinstance(wire, str):
+        yield wire
+
+
+def shared_charts(version: str) -> Path:
+    return SHARED / "istio-charts" / version
