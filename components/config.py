@@ -44,6 +44,8 @@ INSTANCE_SIZES = (
     "colossus",
 )
 MINIMUM_INSTANCE_SIZE = "medium"
+# An Exoscale anti-affinity group holds at most 8 instances.
+MAX_NODEPOOL_SIZE = 8
 # The charts' networkGateway pod label and the IP auto-allocation we rely on for DNS proxying
 # both arrived in Istio 1.26 (reference/istio-multicluster.md §4, §8).
 MINIMUM_ISTIO_VERSION = (1, 26, 0)
@@ -153,7 +155,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("clusters[].cni", "string", "calico", ", ".join(CNIS)),
     ConfigKey("clusters[].serviceLevel", "string", "pro", ", ".join(SERVICE_LEVELS)),
     ConfigKey("clusters[].nodepool.instanceType", "string", "standard.medium", "<family>.<size>, size >= medium"),
-    ConfigKey("clusters[].nodepool.size", "integer", "2", ">= 1"),
+    ConfigKey("clusters[].nodepool.size", "integer", "2", "1-8 (an anti-affinity group holds 8 instances)"),
     ConfigKey("clusters[].nodepool.diskSize", "integer", "50", "20-51200 (GiB)"),
     ConfigKey("meshId", "string", "mesh1", "DNS label"),
     ConfigKey("istioVersion", "string", "1.30.3", "X.Y.Z, >= 1.26.0"),
@@ -291,7 +293,9 @@ def _parse_cluster(reader: _Reader, index: int, raw: Any) -> ClusterSettings | N
                 f"<family>.<size> with size {MINIMUM_INSTANCE_SIZE} or larger "
                 f"({', '.join(INSTANCE_SIZES[INSTANCE_SIZES.index(MINIMUM_INSTANCE_SIZE):])})",
             ) or nodepool.instance_type,
-            size=reader.integer(nodepool_raw, "size", f"{path}.nodepool.size", nodepool.size, 1),
+            # Every node joins the cluster's anti-affinity group, which holds at most 8 instances.
+            size=reader.integer(nodepool_raw, "size", f"{path}.nodepool.size", nodepool.size, 1,
+                                MAX_NODEPOOL_SIZE),
             disk_size_gib=reader.integer(nodepool_raw, "diskSize", f"{path}.nodepool.diskSize",
                                          nodepool.disk_size_gib, 20, 51200),
         )
@@ -367,7 +371,7 @@ def _parse_pki(reader: _Reader, raw: Mapping[str, Any], secret_keys: frozenset[s
 
 
 def _parse_demo(reader: _Reader, raw: Mapping[str, Any], clusters: tuple[ClusterSettings, ...]) -> DemoSettings:
-    names = [c.name for c in clusters]
+    names = list(dict.fromkeys(c.name for c in clusters))  # duplicates are reported elsewhere
     default_server = names[1] if len(names) > 1 else (names[0] if names else "")
     default_client = names[0] if names else ""
     allowed = f"one of the configured clusters ({', '.join(names)})"

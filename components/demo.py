@@ -62,8 +62,9 @@ done
 # Let the sidecar exit even where native sidecars are off, so the Job can complete.
 curl -fsS -X POST http://127.0.0.1:15020/quitquitquit >/dev/null 2>&1 || true
 if [ "${{ok:-0}}" = 1 ]; then exit 0; fi
-msg="cross-cluster smoke test failed: called $url {SMOKE_ATTEMPTS} times, expected '{EXPECTED_GREETING}', last answer: $body"
-echo "$msg" | tee /dev/termination-log >&2
+msg="cross-cluster smoke test failed: called $url {SMOKE_ATTEMPTS} times, \
+expected '{EXPECTED_GREETING}', last answer: $body"
+echo "$msg" | tee "${{TERMINATION_LOG:-/dev/termination-log}}" >&2
 exit 1
 """
 

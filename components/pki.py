@@ -52,10 +52,10 @@ class MeshPki(pulumi.ComponentResource):
             root_cert_pem: pulumi.Output[str] = pulumi.Output.from_input(settings.root_cert_pem or "")
         else:
             root_opts = pulumi.ResourceOptions(parent=self, protect=args.protect_root)
-            root_key = self._private_key(f"{name}-root-key", root_opts)
+            root_key_pem = self._private_key(f"{name}-root-key", root_opts)
             root_cert = tls.SelfSignedCert(
                 f"{name}-root-cert",
-                private_key_pem=root_key.private_key_pem,
+                private_key_pem=root_key_pem,
                 subject=tls.SelfSignedCertSubjectArgs(
                     organization=settings.organization, common_name="Root CA"
                 ),
@@ -65,7 +65,6 @@ class MeshPki(pulumi.ComponentResource):
                 validity_period_hours=settings.root_validity_hours,
                 opts=root_opts,
             )
-            root_key_pem = pulumi.Output.secret(root_key.private_key_pem)
             root_cert_pem = root_cert.cert_pem
 
         self.root_cert_pem = root_cert_pem
@@ -78,19 +77,22 @@ class MeshPki(pulumi.ComponentResource):
             "intermediate_cert_pems": {c: ca.cert_pem for c, ca in self.intermediates.items()},
         })
 
-    def _private_key(self, resource_name: str, opts: pulumi.ResourceOptions) -> tls.PrivateKey:
+    def _private_key(self, resource_name: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        """A new private key's PEM, explicitly secret wherever it flows."""
         if self._settings.key_algorithm == "ECDSA":
-            return tls.PrivateKey(resource_name, algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
-        return tls.PrivateKey(resource_name, algorithm="RSA", rsa_bits=4096, opts=opts)
+            key = tls.PrivateKey(resource_name, algorithm="ECDSA", ecdsa_curve="P256", opts=opts)
+        else:
+            key = tls.PrivateKey(resource_name, algorithm="RSA", rsa_bits=4096, opts=opts)
+        return pulumi.Output.secret(key.private_key_pem)
 
     def _intermediate(
         self, name: str, cluster: str, root_cert_pem: pulumi.Output[str], root_key_pem: pulumi.Output[str]
     ) -> IntermediateCa:
         child = pulumi.ResourceOptions(parent=self)
-        key = self._private_key(f"{name}-{cluster}-intermediate-key", child)
+        key_pem = self._private_key(f"{name}-{cluster}-intermediate-key", child)
         request = tls.CertRequest(
             f"{name}-{cluster}-intermediate-csr",
-            private_key_pem=key.private_key_pem,
+            private_key_pem=key_pem,
             subject=tls.CertRequestSubjectArgs(
                 organization=self._settings.organization, common_name="Intermediate CA", locality=cluster
             ),
@@ -111,6 +113,6 @@ class MeshPki(pulumi.ComponentResource):
         )
         return IntermediateCa(
             cert_pem=cert.cert_pem,
-            key_pem=pulumi.Output.secret(key.private_key_pem),
+            key_pem=key_pem,
             chain_pem=pulumi.Output.all(cert.cert_pem, root_cert_pem).apply(lambda pems: _join_pems(*pems)),
         )

@@ -14,8 +14,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.istio import ISTIO_NAMESPACE
-
 MULTICLUSTER_LABEL = "istio/multiCluster"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
 

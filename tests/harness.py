@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pulumi
 import yaml
 from google.protobuf import json_format
@@ -37,6 +38,7 @@ class Registered:
     type: str
     name: str
     urn: str
+    id: str
     parent: str
     provider_urn: str
     dependencies: set[str]
@@ -44,6 +46,7 @@ class Registered:
     wire_inputs: dict[str, Any]  # as sent to the engine, secret envelopes included
     custom: bool
     protect: bool
+    deleted_with: str
     outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -105,7 +108,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.registrations: list[Registered] = []
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
@@ -117,6 +120,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             type=request.type,
             name=request.name,
             urn=response.urn,
+            id=response.id,
             parent=request.parent,
             provider_urn=request.provider.rsplit("::", 1)[0] if request.provider else "",
             dependencies=dependencies,
@@ -124,6 +128,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             wire_inputs=wire,
             custom=bool(request.custom),
             protect=bool(request.protect),
+            deleted_with=request.deletedWith,
             outputs=self.resources[response.urn].state if response.urn in self.resources else {},
         ))
         return response
@@ -148,15 +153,29 @@ def run_program(
     config: Mapping[str, Any], stack: str = "dev", secret_keys: tuple[str, ...] = (), preview: bool = False
 ) -> Recording:
     """Run __main__.py with `config` (keys without project prefix) and return what it registered."""
-    return contextvars.Context().run(_run, dict(config), stack, secret_keys, preview)
+    monitor = RecordingMonitor(MeshMocks())
+    return contextvars.Context().run(_run, monitor, dict(config), stack, secret_keys, preview)
 
 
-def _run(config: dict[str, Any], stack: str, secret_keys: tuple[str, ...], preview: bool) -> Recording:
+def run_failing_program(
+    config: Mapping[str, Any], secret_keys: tuple[str, ...] = ()
+) -> tuple[Exception, list[Registered]]:
+    """Run a program expected to fail; return the error and whatever it registered before."""
+    monitor = RecordingMonitor(MeshMocks())
+    try:
+        contextvars.Context().run(_run, monitor, dict(config), "dev", secret_keys, False)
+    except Exception as error:  # noqa: BLE001 - the error is the result
+        return error, monitor.registrations
+    raise AssertionError("the program was expected to fail but succeeded")
+
+
+def _run(
+    monitor: RecordingMonitor, config: dict[str, Any], stack: str, secret_keys: tuple[str, ...], preview: bool
+) -> Recording:
     pulumi.runtime.set_all_config(
         {f"{PROJECT}:{k}": _as_config_value(v) for k, v in config.items()},
         [f"{PROJECT}:{k}" for k in secret_keys],
     )
-    monitor = RecordingMonitor(MeshMocks())
     pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(MAIN), run_name="__main__")))
 
@@ -184,3 +203,17 @@ def plaintext_strings(wire: Any, inside_secret: bool = False) -> Iterator[str]:
 
 def shared_charts(version: str) -> Path:
     return SHARED / "istio-charts" / version
+
+
+# SKS runs Kubernetes 1.33-1.35; validate against the middle one, strictly (unknown fields fail).
+KUBERNETES_VERSION = "1.34.0"
+MANIFEST_FIELDS = ("apiVersion", "kind", "metadata", "spec", "data", "stringData", "type")
+
+
+def kubernetes_manifest(resource: Registered) -> dict[str, Any]:
+    """The object pulumi-kubernetes would send to the API server."""
+    return {k: resource.inputs[k] for k in MANIFEST_FIELDS if k in resource.inputs}
+
+
+def validate_kubernetes(resource: Registered) -> None:
+    kubernetes_validate.validate(kubernetes_manifest(resource), KUBERNETES_VERSION, strict=True)

@@ -184,22 +184,22 @@ class MeshMocks(pulumi.runtime.Mocks):
         return resource_id, outputs
 
     # Exoscale -----------------------------------------------------------------------------
-    def _exoscale_index_sksCluster_SksCluster(self, args, inputs, resource_id):  # noqa: N802
+    def _exoscale_index_sksCluster_SksCluster(self, args, inputs, resource_id):
         self.cluster_zone[resource_id] = inputs["zone"]
         ca_pem, _ = cluster_ca(resource_id)
         return {"endpoint": sks_endpoint(resource_id, inputs["zone"]), "state": "running",
                 "version": inputs.get("version") or "1.34.3", "controlPlaneCa": ca_pem,
                 "createdAt": FIXED_NOW.isoformat(), "nodepools": []}
 
-    def _exoscale_index_sksNodepool_SksNodepool(self, args, inputs, resource_id):  # noqa: N802
+    def _exoscale_index_sksNodepool_SksNodepool(self, args, inputs, resource_id):
         return {"instancePoolId": stable_uuid("instance-pool", args.name), "state": "running",
                 "templateId": stable_uuid("template"), "version": "1.34.3"}
 
-    def _exoscale_index_sksKubeconfig_SksKubeconfig(self, args, inputs, resource_id):  # noqa: N802
+    def _exoscale_index_sksKubeconfig_SksKubeconfig(self, args, inputs, resource_id):
         return {"kubeconfig": sks_kubeconfig(inputs["clusterId"], inputs["zone"], inputs["user"], inputs["groups"]),
                 "readyForRenewal": False}
 
-    def _exoscale_index_nlb_Nlb(self, args, inputs, resource_id):  # noqa: N802
+    def _exoscale_index_nlb_Nlb(self, args, inputs, resource_id):
         digest = hashlib.sha256(args.name.encode()).digest()
         return {"ipAddress": str(ipaddress.IPv4Address(bytes([194, 182, digest[0], digest[1] | 1]))),
                 "state": "running", "services": []}
@@ -212,7 +212,7 @@ class MeshMocks(pulumi.runtime.Mocks):
             "name": args.name.removesuffix("-k8s"), "cluster_id": inputs["clusterIdentifier"], "server": server}
         return {}
 
-    def _kubernetes_core_v1_Secret(self, args, inputs, resource_id):  # noqa: N802
+    def _kubernetes_core_v1_Secret(self, args, inputs, resource_id):
         if inputs.get("type") != "kubernetes.io/service-account-token":
             return {}
         # The token controller fills in the token and the cluster's CA.
@@ -223,26 +223,26 @@ class MeshMocks(pulumi.runtime.Mocks):
         return {"data": {"token": b64(reader_token(cluster["name"], metadata["namespace"], account)),
                          "ca.crt": b64(ca_pem), "namespace": b64(metadata["namespace"])}}
 
-    def _kubernetes_helm_sh_v3_Release(self, args, inputs, resource_id):  # noqa: N802
+    def _kubernetes_helm_sh_v3_Release(self, args, inputs, resource_id):
         return {"status": {"name": inputs.get("name"), "namespace": inputs.get("namespace"),
                            "status": "deployed", "version": inputs.get("version"), "revision": 1,
                            "chart": inputs.get("chart")}}
 
     # TLS ----------------------------------------------------------------------------------
-    def _tls_index_privateKey_PrivateKey(self, args, inputs, resource_id):  # noqa: N802
+    def _tls_index_privateKey_PrivateKey(self, args, inputs, resource_id):
         algorithm = inputs.get("algorithm", "RSA")
         size = inputs.get("ecdsaCurve", "P224") if algorithm == "ECDSA" else str(int(inputs.get("rsaBits", 2048)))
         key = private_key(algorithm, size, args.name)
         return {"privateKeyPem": pem_private(key), "publicKeyPem": pem_public(key)}
 
-    def _tls_index_selfSignedCert_SelfSignedCert(self, args, inputs, resource_id):  # noqa: N802
+    def _tls_index_selfSignedCert_SelfSignedCert(self, args, inputs, resource_id):
         key = serialization.load_pem_private_key(inputs["privateKeyPem"].encode(), None)
         name = x509_name(inputs.get("subject"))
         cert = build_certificate(inputs, name, key.public_key(), name, key, key.public_key(),
                                  inputs.get("dnsNames", []))
         return {"certPem": cert, "readyForRenewal": False}
 
-    def _tls_index_certRequest_CertRequest(self, args, inputs, resource_id):  # noqa: N802
+    def _tls_index_certRequest_CertRequest(self, args, inputs, resource_id):
         key = serialization.load_pem_private_key(inputs["privateKeyPem"].encode(), None)
         builder = x509.CertificateSigningRequestBuilder().subject_name(x509_name(inputs.get("subject")))
         if inputs.get("dnsNames"):
@@ -250,7 +250,7 @@ class MeshMocks(pulumi.runtime.Mocks):
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in inputs["dnsNames"]]), critical=False)
         return {"certRequestPem": builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()}
 
-    def _tls_index_locallySignedCert_LocallySignedCert(self, args, inputs, resource_id):  # noqa: N802
+    def _tls_index_locallySignedCert_LocallySignedCert(self, args, inputs, resource_id):
         request = x509.load_pem_x509_csr(inputs["certRequestPem"].encode())
         ca_cert = x509.load_pem_x509_certificate(inputs["caCertPem"].encode())
         ca_key = serialization.load_pem_private_key(inputs["caPrivateKeyPem"].encode(), None)

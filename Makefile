@@ -1,0 +1,46 @@
+# Everyday commands. STACK picks the environment (Pulumi.<STACK>.yaml).
+STACK ?= dev
+VENV ?= venv
+PYTHON ?= python3
+ACTIONLINT_VERSION ?= v1.7.12
+BIN := $(VENV)/bin
+
+.PHONY: deploy preview destroy test lint kubeconfig bench
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime-deps: requirements.txt | $(BIN)/activate
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/activate
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+# actionlint comes from the Go module proxy (its PyPI wrapper downloads a binary at build time).
+$(BIN)/actionlint: | $(BIN)/activate
+	@command -v go >/dev/null || { echo "Go is needed to install actionlint for the workflow tests: https://go.dev/dl/"; exit 1; }
+	GOBIN=$(abspath $(BIN)) GOFLAGS=-mod=mod go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+deploy: $(VENV)/.runtime-deps
+	scripts/pulumi-stack.sh $(STACK) up
+
+preview: $(VENV)/.dev-deps
+	scripts/pulumi-stack.sh $(STACK) preview --policy-pack policy
+
+destroy: $(VENV)/.runtime-deps
+	scripts/pulumi-stack.sh $(STACK) destroy
+
+test: $(VENV)/.dev-deps $(BIN)/actionlint
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+
+# Writes the merged admin kubeconfig (one context per cluster) readable by you alone.
+kubeconfig: $(VENV)/.runtime-deps
+	scripts/pulumi-stack.sh $(STACK) kubeconfig
+
+bench: $(VENV)/.dev-deps
+	$(BIN)/python -m bench.run

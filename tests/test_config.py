@@ -1,0 +1,214 @@
+"""Config parsing, without Pulumi: every bad value is named with its key and what is allowed."""
+
+import json
+
+import pytest
+
+from components.config import (
+    CONFIG_KEYS,
+    EXOSCALE_ZONES,
+    ClusterSettings,
+    ConfigError,
+    NodepoolSettings,
+    parse_config,
+)
+
+
+def cluster(name: str = "cluster1", zone: str = "de-fra-1", **extra: object) -> dict:
+    return {"name": name, "zone": zone, "network": f"{name}-net", **extra}
+
+
+def two_clusters(**first: object) -> list[dict]:
+    return [cluster("cluster1", **first), cluster("cluster2", "at-vie-2")]
+
+
+def problems(raw: dict, secret_keys: frozenset[str] = frozenset()) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, secret_keys)
+    return caught.value.problems
+
+
+def only_problem(raw: dict, secret_keys: frozenset[str] = frozenset()) -> str:
+    found = problems(raw, secret_keys)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_unset_config_gives_the_tutorials_two_clusters_in_two_zones():
+    settings = parse_config({})
+    assert [(c.name, c.zone, c.network) for c in settings.clusters] == [
+        ("cluster1", "de-fra-1", "network1"), ("cluster2", "at-vie-2", "network2")]
+    assert settings.istio_version == "1.30.3"
+    assert settings.demo.server_cluster == "cluster2"
+    assert settings.demo.client_cluster == "cluster1"
+
+
+def test_structured_config_arrives_as_json_text_like_the_cli_sends_it():
+    settings = parse_config({"clusters": json.dumps(two_clusters(cni="cilium")), "mtlsStrict": "false",
+                             "kubeconfigTtlSeconds": "86400", "kubeconfigEarlyRenewalSeconds": "3600"})
+    assert settings.clusters[0].cni == "cilium"
+    assert settings.mtls_strict is False
+    assert settings.kubeconfig_ttl_seconds == 86400
+
+
+def test_cluster_defaults_are_calico_pro_and_a_medium_nodepool():
+    settings = parse_config({"clusters": [cluster()]})
+    assert settings.clusters[0] == ClusterSettings(
+        name="cluster1", zone="de-fra-1", network="cluster1-net", kubernetes_version=None,
+        cni="calico", service_level="pro", nodepool=NodepoolSettings("standard.medium", 2, 50))
+
+
+def test_network_defaults_to_one_per_cluster():
+    settings = parse_config({"clusters": [{"name": "a", "zone": "de-fra-1"}, {"name": "b", "zone": "de-fra-1"}]})
+    assert [c.network for c in settings.clusters] == ["network-a", "network-b"]
+
+
+def test_one_cluster_is_a_valid_mesh_and_the_demo_stays_inside_it():
+    settings = parse_config({"clusters": [cluster()]})
+    assert settings.demo.server_cluster == settings.demo.client_cluster == "cluster1"
+
+
+def test_five_clusters_with_cilium_and_large_nodes_are_accepted():
+    zones = ["de-fra-1", "at-vie-2", "ch-gva-2", "de-muc-1", "bg-sof-1"]
+    settings = parse_config({"clusters": [
+        cluster(f"c{i}", zone, cni="cilium", nodepool={"instanceType": "standard.large", "size": 3})
+        for i, zone in enumerate(zones)]})
+    assert len(settings.clusters) == 5
+    assert {c.cni for c in settings.clusters} == {"cilium"}
+    assert settings.clusters[4].nodepool.instance_type == "standard.large"
+
+
+def test_kubernetes_version_is_optional_and_kept_when_valid():
+    settings = parse_config({"clusters": [cluster(kubernetesVersion="1.34.3")]})
+    assert settings.clusters[0].kubernetes_version == "1.34.3"
+
+
+def test_empty_cluster_list_is_rejected():
+    message = only_problem({"clusters": []})
+    assert "sks-istio-mesh:clusters" in message and "non-empty list" in message
+
+
+def test_duplicate_cluster_names_are_rejected_naming_both_positions():
+    message = only_problem({"clusters": [cluster("a"), {"name": "a", "zone": "at-vie-2", "network": "other"}]})
+    assert "clusters[1].name" in message and '"a"' in message and "clusters[0]" in message
+
+
+@pytest.mark.parametrize("bad_name", ["Cluster1", "cluster_1", "-a", "a-", "", "x" * 41, 7])
+def test_names_that_are_not_dns_labels_are_rejected(bad_name):
+    message = problems({"clusters": [cluster(), {"name": bad_name, "zone": "de-fra-1", "network": "n2"}]})[0]
+    assert "clusters[1].name" in message and json.dumps(bad_name) in message and "DNS label" in message
+
+
+def test_unknown_zone_is_rejected_listing_the_zones():
+    message = only_problem({"clusters": [cluster(zone="us-east-1")]})
+    assert "clusters[0].zone" in message and '"us-east-1"' in message
+    assert all(zone in message for zone in EXOSCALE_ZONES)
+
+
+def test_two_clusters_on_one_network_are_rejected():
+    message = only_problem({"clusters": [cluster("a", network="shared"), cluster("b", network="shared")]})
+    assert "clusters[1].network" in message and '"shared"' in message and "own Istio network" in message
+
+
+@pytest.mark.parametrize("instance_type", ["standard.small", "standard.tiny", "standard.micro"])
+def test_instance_types_smaller_than_medium_are_rejected(instance_type):
+    message = only_problem({"clusters": two_clusters(nodepool={"instanceType": instance_type})})
+    assert "clusters[0].nodepool.instanceType" in message and instance_type in message and "medium" in message
+
+
+@pytest.mark.parametrize("instance_type", ["medium", "standard-medium", "standard.gigantic", "Standard.Medium"])
+def test_malformed_instance_types_are_rejected(instance_type):
+    message = only_problem({"clusters": two_clusters(nodepool={"instanceType": instance_type})})
+    assert "nodepool.instanceType" in message and "<family>.<size>" in message
+
+
+@pytest.mark.parametrize("size", [0, -1, "two", 1.5])
+def test_nodepool_size_below_one_or_not_an_integer_is_rejected(size):
+    message = only_problem({"clusters": two_clusters(nodepool={"size": size})})
+    assert "clusters[0].nodepool.size" in message and "integer >= 1" in message
+
+
+def test_nodepool_larger_than_an_anti_affinity_group_is_rejected():
+    message = only_problem({"clusters": two_clusters(nodepool={"size": 9})})
+    assert "clusters[0].nodepool.size" in message and "<= 8" in message
+
+
+def test_unknown_cni_is_rejected():
+    message = only_problem({"clusters": two_clusters(cni="flannel")})
+    assert "clusters[0].cni" in message and '"flannel"' in message and "calico, cilium" in message
+
+
+@pytest.mark.parametrize("version", ["1.34", "v1.34.3", "latest", "1.34.3-rc1"])
+def test_malformed_kubernetes_versions_are_rejected(version):
+    message = only_problem({"clusters": two_clusters(kubernetesVersion=version)})
+    assert "clusters[0].kubernetesVersion" in message and json.dumps(version) in message
+
+
+@pytest.mark.parametrize("version", ["1.30", "latest", "1.24.0"])
+def test_malformed_or_too_old_istio_versions_are_rejected(version):
+    message = only_problem({"istioVersion": version})
+    assert "sks-istio-mesh:istioVersion" in message and "1.26.0 or newer" in message
+
+
+def test_unknown_service_level_is_rejected():
+    assert "serviceLevel" in only_problem({"clusters": two_clusters(serviceLevel="gold")})
+
+
+def test_misspelt_keys_are_reported_instead_of_silently_ignored():
+    found = problems({"meshID": "x", "clusters": [cluster(nodePool={"size": 3})]})
+    assert any("sks-istio-mesh:meshID: unknown key" in p for p in found)
+    assert any("clusters[0].nodePool: unknown key" in p for p in found)
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems({"clusters": [
+        {"name": "A", "zone": "nowhere", "cni": "weave", "nodepool": {"size": 0}}], "istioVersion": "2"})
+    assert len(found) == 5
+
+
+def test_kubeconfig_renewal_window_must_be_shorter_than_its_lifetime():
+    message = only_problem({"kubeconfigTtlSeconds": 7200, "kubeconfigEarlyRenewalSeconds": 7200})
+    assert "kubeconfigEarlyRenewalSeconds" in message
+
+
+def test_intermediate_ca_cannot_outlive_the_root():
+    message = only_problem({"rootCaValidityHours": 1000, "intermediateCaValidityHours": 2000})
+    assert "intermediateCaValidityHours" in message and "root" in message
+
+
+def test_demo_clusters_must_exist_and_differ():
+    assert "demoServerCluster" in only_problem({"demoServerCluster": "nope"})
+    assert "demoClientCluster" in only_problem({"demoServerCluster": "cluster1", "demoClientCluster": "cluster1"})
+
+
+ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY_PEM = "-----BEGIN PRIVATE KEY-----\nsupersecretkeymaterial\n-----END PRIVATE KEY-----\n"
+
+
+def test_bring_your_own_root_needs_certificate_and_key_together():
+    assert "both" in only_problem({"rootCaCertPem": ROOT_PEM})
+    assert "both" in only_problem({"rootCaKeyPem": KEY_PEM}, frozenset({"rootCaKeyPem"}))
+
+
+def test_bring_your_own_root_key_must_be_a_secret_and_is_never_echoed():
+    message = only_problem({"rootCaCertPem": ROOT_PEM, "rootCaKeyPem": KEY_PEM})
+    assert "--secret" in message
+    assert "supersecretkeymaterial" not in message
+
+
+def test_bring_your_own_root_is_accepted_with_a_secret_key():
+    settings = parse_config({"rootCaCertPem": ROOT_PEM, "rootCaKeyPem": KEY_PEM}, frozenset({"rootCaKeyPem"}))
+    assert settings.pki.bring_your_own_root and settings.pki.root_cert_pem == ROOT_PEM
+
+
+def test_settings_are_frozen():
+    settings = parse_config({})
+    with pytest.raises(AttributeError):
+        settings.clusters[0].name = "other"  # type: ignore[misc]
+
+
+def test_every_documented_key_is_accepted_by_the_parser():
+    top_level = {k.name for k in CONFIG_KEYS if "." not in k.name and "[" not in k.name}
+    for key in top_level:
+        found = problems({key: {"not": "valid"}}, frozenset({key})) if key != "clusters" else ["skip"]
+        assert not any("unknown key" in p for p in found), (key, found)

@@ -1,0 +1,180 @@
+"""Istio control planes: Helm values, ordering, and Istio objects checked against Istio's own
+chart values and CRD schemas of the pinned version."""
+
+import jsonschema
+import pytest
+
+from components.config import parse_config
+from tests.harness import Recording, run_program, stack_config
+from tests.istio_schemas import (
+    chart_defaults,
+    unknown_value_keys,
+    validate_gateway_values,
+    validate_istio_object,
+)
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+SETTINGS = parse_config(stack_config("dev"))
+VERSION = SETTINGS.istio_version
+CLUSTERS = [c.name for c in SETTINGS.clusters]
+CHART_REPO = "https://istio-release.storage.googleapis.com/charts"
+
+
+def release(recording: Recording, cluster: str, name: str):
+    return recording.named(f"{cluster}-istio-{name}", RELEASE)
+
+
+def all_releases(recording: Recording):
+    return recording.of_type(RELEASE)
+
+
+def test_istio_system_is_created_with_the_clusters_network_label(dev):
+    for cluster in SETTINGS.clusters:
+        namespace = dev.named(f"{cluster.name}-istio-istio-system").inputs["metadata"]
+        assert namespace["name"] == "istio-system"
+        assert namespace["labels"] == {"topology.istio.io/network": cluster.network}
+
+
+def test_every_cluster_installs_base_istiod_and_the_eastwest_gateway_from_the_istio_repo(dev):
+    for cluster in CLUSTERS:
+        charts = {release(dev, cluster, n).inputs["chart"]: release(dev, cluster, n).inputs
+                  for n in ("istio-base", "istiod", "istio-eastwestgateway")}
+        assert set(charts) == {"base", "istiod", "gateway"}
+        for inputs in charts.values():
+            assert inputs["repositoryOpts"]["repo"] == CHART_REPO
+            assert inputs["namespace"] == "istio-system"
+            assert inputs["version"] == VERSION
+            assert inputs["timeout"] > 0
+            assert not inputs.get("skipAwait"), "releases must wait for readiness"
+        assert charts["gateway"]["name"] == "istio-eastwestgateway"
+
+
+def test_one_pinned_istio_version_across_the_mesh(three_clusters):
+    assert {r.inputs["version"] for r in all_releases(three_clusters)} == {VERSION}
+
+
+def test_istiod_values_name_the_mesh_cluster_and_network_and_turn_on_dns_proxying(dev):
+    for cluster in SETTINGS.clusters:
+        values = release(dev, cluster.name, "istiod").inputs["values"]
+        assert values["global"]["meshID"] == SETTINGS.mesh_id
+        assert values["global"]["multiCluster"]["clusterName"] == cluster.name
+        assert values["global"]["network"] == cluster.network
+        assert values["meshConfig"]["defaultConfig"]["proxyMetadata"] == {"ISTIO_META_DNS_CAPTURE": "true"}
+
+
+def test_deprecated_dns_auto_allocation_is_not_set_anywhere(dev):
+    assert "ISTIO_META_DNS_AUTO_ALLOCATE" not in repr([r.inputs for r in dev.resources])
+
+
+def test_istiod_requests_fit_a_standard_medium_node(dev):
+    requests = release(dev, "cluster1", "istiod").inputs["values"]["resources"]["requests"]
+    assert requests["memory"].endswith("Mi") and int(requests["memory"][:-2]) <= 1024
+    assert requests["cpu"].endswith("m") and int(requests["cpu"][:-1]) <= 500
+
+
+def test_eastwest_gateway_serves_its_network_on_the_stacks_own_nlb(dev):
+    for cluster in SETTINGS.clusters:
+        values = release(dev, cluster.name, "istio-eastwestgateway").inputs["values"]
+        assert values["networkGateway"] == cluster.network
+        assert values["service"]["type"] == "LoadBalancer"
+        annotations = values["service"]["annotations"]
+        prefix = "service.beta.kubernetes.io/exoscale-loadbalancer-"
+        assert annotations[f"{prefix}id"] == dev.named(f"{cluster.name}-eastwest").id
+        assert annotations[f"{prefix}external"] == "true"
+        pool = dev.named(f"{cluster.name}-nodepool").outputs["instancePoolId"]
+        assert annotations[f"{prefix}service-instancepool-id"] == pool
+
+
+def test_every_helm_value_key_exists_in_the_charts_values_yaml(dev):
+    for resource in all_releases(dev):
+        chart = resource.inputs["chart"]
+        unknown = unknown_value_keys(resource.inputs["values"], chart_defaults(VERSION, chart))
+        assert unknown == [], f"{resource.name}: {chart} chart {VERSION} has no values {unknown}"
+
+
+def test_unknown_value_check_catches_a_typo():
+    assert unknown_value_keys({"global": {"meshId": "x"}}, chart_defaults(VERSION, "istiod")) == ["global.meshId"]
+
+
+def test_gateway_values_validate_against_the_charts_schema(dev):
+    for cluster in CLUSTERS:
+        validate_gateway_values(VERSION, release(dev, cluster, "istio-eastwestgateway").inputs["values"])
+
+
+def test_gateway_schema_rejects_unknown_keys():
+    with pytest.raises(jsonschema.ValidationError):
+        validate_gateway_values(VERSION, {"networkGatewy": "network1"})
+
+
+def custom_object(resource) -> dict:
+    return {"apiVersion": resource.inputs["apiVersion"], "kind": resource.inputs["kind"],
+            "metadata": resource.inputs["metadata"], "spec": resource.inputs["spec"]}
+
+
+def test_cross_network_gateway_exposes_15443_auto_passthrough_on_the_eastwest_gateway(dev):
+    for cluster in CLUSTERS:
+        gateway = custom_object(dev.named(f"{cluster}-istio-cross-network-gateway"))
+        assert gateway["apiVersion"] == "networking.istio.io/v1" and gateway["kind"] == "Gateway"
+        assert gateway["metadata"]["namespace"] == "istio-system"
+        assert gateway["spec"]["selector"] == {"istio": "eastwestgateway"}
+        (server,) = gateway["spec"]["servers"]
+        assert server["port"]["number"] == 15443 and server["port"]["protocol"] == "TLS"
+        assert server["tls"] == {"mode": "AUTO_PASSTHROUGH"}
+        assert server["hosts"] == ["*.local"]
+        validate_istio_object(VERSION, gateway)
+
+
+def test_istio_object_validation_rejects_a_bad_tls_mode():
+    bad = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {},
+           "spec": {"selector": {}, "servers": [{"port": {"number": 15443, "name": "tls", "protocol": "TLS"},
+                                                 "tls": {"mode": "PASSTHROUGH_AUTO"}, "hosts": ["*"]}]}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_istio_object(VERSION, bad)
+
+
+def test_mesh_wide_strict_mtls_is_on_by_default_and_valid(dev):
+    for cluster in CLUSTERS:
+        policy = custom_object(dev.named(f"{cluster}-istio-strict-mtls"))
+        assert policy["kind"] == "PeerAuthentication"
+        assert policy["metadata"] == {"name": "default", "namespace": "istio-system"}
+        assert policy["spec"] == {"mtls": {"mode": "STRICT"}}
+        validate_istio_object(VERSION, policy)
+
+
+def test_strict_mtls_can_be_switched_off():
+    recording = run_program({**stack_config("dev"), "mtlsStrict": False})
+    assert recording.k8s_objects("PeerAuthentication") == []
+
+
+def test_install_order_namespace_and_cacerts_then_base_then_istiod_then_gateway(dev):
+    for cluster in CLUSTERS:
+        namespace = dev.named(f"{cluster}-istio-istio-system")
+        cacerts = dev.named(f"{cluster}-istio-cacerts")
+        base = release(dev, cluster, "istio-base")
+        istiod = release(dev, cluster, "istiod")
+        gateway = release(dev, cluster, "istio-eastwestgateway")
+        assert dev.depends_on(cacerts, namespace)
+        assert dev.depends_on(base, namespace)
+        assert dev.depends_on(istiod, cacerts) and dev.depends_on(istiod, base)
+        assert dev.depends_on(gateway, istiod)
+        for istio_object in ("cross-network-gateway", "strict-mtls"):
+            assert dev.depends_on(dev.named(f"{cluster}-istio-{istio_object}"), base)
+
+
+def test_injected_workloads_wait_for_istiod(dev):
+    for resource in dev.k8s_objects("Namespace") + dev.k8s_objects("Deployment") + dev.k8s_objects("Job"):
+        if resource.inputs["metadata"]["name"] == "istio-system":
+            continue
+        cluster = dev.cluster_of(resource)
+        assert dev.depends_on(resource, release(dev, cluster, "istiod")), resource.name
+
+
+def test_changing_the_istio_version_upgrades_the_same_releases_in_place(dev):
+    upgraded = run_program({**stack_config("dev"), "istioVersion": "1.30.4"})
+    before = {r.urn: r.inputs for r in all_releases(dev)}
+    after = {r.urn: r.inputs for r in all_releases(upgraded)}
+    assert set(before) == set(after), "same releases (URNs), so Helm upgrades rather than reinstalls"
+    for urn, inputs in after.items():
+        assert inputs["version"] == "1.30.4"
+        assert {k: v for k, v in inputs.items() if k != "version"} == \
+            {k: v for k, v in before[urn].items() if k != "version"}

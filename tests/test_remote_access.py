@@ -1,0 +1,94 @@
+"""Remote secrets: decoded for every ordered pair of clusters, for 2 and 3 clusters."""
+
+import base64
+import itertools
+import json
+
+import pytest
+import yaml
+
+from tests.harness import SECRET_SIG, SIG_KEY, Recording, validate_kubernetes
+from tests.mocks import cluster_ca
+
+
+def remote_secrets(recording: Recording) -> dict[tuple[str, str], object]:
+    found = {}
+    for secret in recording.k8s_objects("Secret"):
+        name = secret.inputs["metadata"]["name"]
+        if name.startswith("istio-remote-secret-"):
+            found[(recording.cluster_of(secret), name.removeprefix("istio-remote-secret-"))] = secret
+    return found
+
+
+def cluster_names(recording: Recording) -> list[str]:
+    return [c.name for c in recording.of_type("exoscale:index/sksCluster:SksCluster")]
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+@pytest.fixture(params=["dev", "three_clusters"])
+def recording(request) -> Recording:
+    return request.getfixturevalue(request.param)
+
+
+def test_every_ordered_pair_of_clusters_gets_exactly_one_remote_secret(recording):
+    names = cluster_names(recording)
+    expected = set(itertools.permutations(names, 2))
+    assert set(remote_secrets(recording)) == expected
+    assert len(expected) == len(names) * (len(names) - 1)
+
+
+def test_remote_secret_in_a_points_istiod_at_b_with_bs_reader_token(recording):
+    clusters = {c.name: c for c in recording.of_type("exoscale:index/sksCluster:SksCluster")}
+    for (holder, target), secret in remote_secrets(recording).items():
+        metadata = secret.inputs["metadata"]
+        assert metadata["namespace"] == "istio-system"
+        assert metadata["labels"] == {"istio/multiCluster": "true"}
+        assert metadata["annotations"] == {"networking.istio.io/cluster": target}
+        assert list(secret.inputs["stringData"]) == [target], "the key must be the remote clusterName"
+        kubeconfig = yaml.safe_load(secret.inputs["stringData"][target])
+        (entry,) = kubeconfig["clusters"]
+        assert entry["cluster"]["server"] == clusters[target].outputs["endpoint"]
+        ca_pem, _ = cluster_ca(clusters[target].id)
+        assert base64.b64decode(entry["cluster"]["certificate-authority-data"]).decode() == ca_pem
+        (user,) = kubeconfig["users"]
+        assert set(user["user"]) == {"token"}, "inline token only: no exec plugin, no files"
+        claims = jwt_claims(user["user"]["token"])
+        assert claims["cluster"] == target
+        assert claims["sub"] == "system:serviceaccount:istio-system:istio-reader-service-account"
+        assert kubeconfig["current-context"] == target
+        assert holder != target
+
+
+def test_remote_secret_contents_are_pulumi_secrets(recording):
+    for secret in remote_secrets(recording).values():
+        assert secret.wire_inputs["stringData"][SIG_KEY] == SECRET_SIG
+
+
+def test_remote_secrets_are_valid_kubernetes_secrets(recording):
+    for secret in remote_secrets(recording).values():
+        validate_kubernetes(secret)
+
+
+def test_reader_token_secret_is_created_after_base_in_every_cluster(recording):
+    for name in cluster_names(recording):
+        token = recording.named(f"{name}-istio-reader-token")
+        assert token.inputs["type"] == "kubernetes.io/service-account-token"
+        assert token.inputs["metadata"]["annotations"] == {
+            "kubernetes.io/service-account.name": "istio-reader-service-account"}
+        assert token.inputs["metadata"]["namespace"] == "istio-system"
+        assert recording.cluster_of(token) == name
+        assert recording.depends_on(token, recording.named(f"{name}-istio-istio-base"))
+        validate_kubernetes(token)
+
+
+def test_adding_a_cluster_adds_only_the_new_pairs_and_changes_no_existing_secret(dev, three_clusters):
+    before, after = remote_secrets(dev), remote_secrets(three_clusters)
+    assert set(after) - set(before) == {("cluster1", "cluster3"), ("cluster2", "cluster3"),
+                                        ("cluster3", "cluster1"), ("cluster3", "cluster2")}
+    for pair, secret in before.items():
+        assert after[pair].urn == secret.urn
+        assert after[pair].inputs == secret.inputs
