@@ -130,9 +130,7 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__(
-            "invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
+        super().__init__("invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 @dataclass(frozen=True)
@@ -144,6 +142,8 @@ class ConfigKey:
     default: str
     allowed: str
     secret: bool = False
+    # Where the parsed default lives in MeshSettings (dotted), so tests keep docs and code in step.
+    attribute: str = ""
 
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
@@ -157,25 +157,43 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("clusters[].nodepool.instanceType", "string", "standard.medium", "<family>.<size>, size >= medium"),
     ConfigKey("clusters[].nodepool.size", "integer", "2", "1-8 (an anti-affinity group holds 8 instances)"),
     ConfigKey("clusters[].nodepool.diskSize", "integer", "50", "20-51200 (GiB)"),
-    ConfigKey("meshId", "string", "mesh1", "DNS label"),
-    ConfigKey("istioVersion", "string", "1.30.3", "X.Y.Z, >= 1.26.0"),
-    ConfigKey("mtlsStrict", "boolean", "true", "true, false"),
-    ConfigKey("protect", "boolean", "false", "true, false"),
-    ConfigKey("kubeconfigTtlSeconds", "integer", "2592000", "> kubeconfigEarlyRenewalSeconds"),
-    ConfigKey("kubeconfigEarlyRenewalSeconds", "integer", "604800", ">= 0"),
-    ConfigKey("helmTimeoutSeconds", "integer", "900", "60-3600"),
-    ConfigKey("caOrganization", "string", "sks-istio-mesh", "non-empty"),
-    ConfigKey("caKeyAlgorithm", "string", "RSA", ", ".join(KEY_ALGORITHMS)),
-    ConfigKey("rootCaValidityHours", "integer", "87600", "> intermediateCaValidityHours"),
-    ConfigKey("intermediateCaValidityHours", "integer", "17520", "> intermediateCaEarlyRenewalHours"),
-    ConfigKey("intermediateCaEarlyRenewalHours", "integer", "720", ">= 0"),
+    ConfigKey("meshId", "string", "mesh1", "DNS label", attribute="mesh_id"),
+    ConfigKey("istioVersion", "string", "1.30.3", "X.Y.Z, >= 1.26.0", attribute="istio_version"),
+    ConfigKey("mtlsStrict", "boolean", "true", "true, false", attribute="mtls_strict"),
+    ConfigKey("protect", "boolean", "false", "true, false", attribute="protect"),
+    ConfigKey(
+        "kubeconfigTtlSeconds",
+        "integer",
+        "2592000",
+        "> kubeconfigEarlyRenewalSeconds",
+        attribute="kubeconfig_ttl_seconds",
+    ),
+    ConfigKey(
+        "kubeconfigEarlyRenewalSeconds", "integer", "604800", ">= 0", attribute="kubeconfig_early_renewal_seconds"
+    ),
+    ConfigKey("helmTimeoutSeconds", "integer", "900", "60-3600", attribute="helm.timeout_seconds"),
+    ConfigKey("caOrganization", "string", "sks-istio-mesh", "non-empty", attribute="pki.organization"),
+    ConfigKey("caKeyAlgorithm", "string", "RSA", ", ".join(KEY_ALGORITHMS), attribute="pki.key_algorithm"),
+    ConfigKey(
+        "rootCaValidityHours", "integer", "87600", "> intermediateCaValidityHours", attribute="pki.root_validity_hours"
+    ),
+    ConfigKey(
+        "intermediateCaValidityHours",
+        "integer",
+        "17520",
+        "> intermediateCaEarlyRenewalHours",
+        attribute="pki.intermediate_validity_hours",
+    ),
+    ConfigKey(
+        "intermediateCaEarlyRenewalHours", "integer", "720", ">= 0", attribute="pki.intermediate_early_renewal_hours"
+    ),
     ConfigKey("rootCaCertPem", "string", "(generated)", "PEM certificate; with rootCaKeyPem"),
     ConfigKey("rootCaKeyPem", "secret string", "(generated)", "PEM private key; set with --secret", secret=True),
-    ConfigKey("demoEnabled", "boolean", "true", "true, false"),
+    ConfigKey("demoEnabled", "boolean", "true", "true, false", attribute="demo.enabled"),
     ConfigKey("demoServerCluster", "string", "second cluster", "a cluster name"),
     ConfigKey("demoClientCluster", "string", "first cluster", "a cluster name"),
-    ConfigKey("smokeTest", "boolean", "true", "true, false"),
-    ConfigKey("curlImage", "string", DemoSettings.curl_image, "pinned image reference"),
+    ConfigKey("smokeTest", "boolean", "true", "true, false", attribute="demo.smoke_test"),
+    ConfigKey("curlImage", "string", DemoSettings.curl_image, "pinned image reference", attribute="demo.curl_image"),
 )
 TOP_LEVEL_KEYS = frozenset(k.name for k in CONFIG_KEYS if "." not in k.name and "[" not in k.name)
 CLUSTER_KEYS = frozenset(
@@ -206,8 +224,13 @@ class _Reader:
         return value
 
     def string(
-        self, raw: Mapping[str, Any], key: str, path: str, default: str | None,
-        check: Callable[[str], bool] = lambda _: True, allowed: str = "a non-empty string",
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: str | None,
+        check: Callable[[str], bool] = lambda _: True,
+        allowed: str = "a non-empty string",
     ) -> str | None:
         if key not in raw or raw[key] is None:
             return default
@@ -217,14 +240,18 @@ class _Reader:
             return default
         return value
 
-    def integer(self, raw: Mapping[str, Any], key: str, path: str, default: int, minimum: int,
-                maximum: int | None = None) -> int:
+    def integer(
+        self, raw: Mapping[str, Any], key: str, path: str, default: int, minimum: int, maximum: int | None = None
+    ) -> int:
         if key not in raw or raw[key] is None:
             return default
         value = self.decode(raw[key])
         allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
         ):
             self.fail(path, raw[key], allowed)
             return default
@@ -241,9 +268,7 @@ class _Reader:
 
     def unknown_keys(self, obj: Mapping[str, Any], known: frozenset[str], prefix: str) -> None:
         for key in sorted(set(obj) - known):
-            self.problems.append(
-                f"{PROJECT}:{prefix}{key}: unknown key; allowed keys are {', '.join(sorted(known))}"
-            )
+            self.problems.append(f"{PROJECT}:{prefix}{key}: unknown key; allowed keys are {', '.join(sorted(known))}")
 
 
 def _version_tuple(version: str) -> tuple[int, int, int]:
@@ -265,21 +290,46 @@ def _parse_cluster(reader: _Reader, index: int, raw: Any) -> ClusterSettings | N
         reader.fail(path, raw, "an object with name, zone, network, cni, serviceLevel, nodepool")
         return None
     reader.unknown_keys(raw, CLUSTER_KEYS, f"{path}.")
-    name = reader.string(raw, "name", f"{path}.name", None, DNS_LABEL.match,
-                         "a DNS label: lowercase letters, digits and '-', 1-40 characters")
+    name = reader.string(
+        raw,
+        "name",
+        f"{path}.name",
+        None,
+        DNS_LABEL.match,
+        "a DNS label: lowercase letters, digits and '-', 1-40 characters",
+    )
     if "name" not in raw:
         reader.problems.append(f"{PROJECT}:{path}.name: missing; every cluster needs a name")
-    zone = reader.string(raw, "zone", f"{path}.zone", None, lambda z: z in EXOSCALE_ZONES,
-                         f"one of {', '.join(EXOSCALE_ZONES)}")
+    zone = reader.string(
+        raw, "zone", f"{path}.zone", None, lambda z: z in EXOSCALE_ZONES, f"one of {', '.join(EXOSCALE_ZONES)}"
+    )
     if "zone" not in raw:
         reader.problems.append(f"{PROJECT}:{path}.zone: missing; one of {', '.join(EXOSCALE_ZONES)}")
-    network = reader.string(raw, "network", f"{path}.network", f"network-{name}" if name else None,
-                            DNS_LABEL.match, "a DNS label naming the cluster's Istio network")
-    version = reader.string(raw, "kubernetesVersion", f"{path}.kubernetesVersion", None, VERSION.match,
-                            "a full SKS version such as 1.34.3 (or unset for the latest)")
+    network = reader.string(
+        raw,
+        "network",
+        f"{path}.network",
+        f"network-{name}" if name else None,
+        DNS_LABEL.match,
+        "a DNS label naming the cluster's Istio network",
+    )
+    version = reader.string(
+        raw,
+        "kubernetesVersion",
+        f"{path}.kubernetesVersion",
+        None,
+        VERSION.match,
+        "a full SKS version such as 1.34.3 (or unset for the latest)",
+    )
     cni = reader.string(raw, "cni", f"{path}.cni", "calico", lambda c: c in CNIS, f"one of {', '.join(CNIS)}")
-    service_level = reader.string(raw, "serviceLevel", f"{path}.serviceLevel", "pro",
-                                  lambda s: s in SERVICE_LEVELS, f"one of {', '.join(SERVICE_LEVELS)}")
+    service_level = reader.string(
+        raw,
+        "serviceLevel",
+        f"{path}.serviceLevel",
+        "pro",
+        lambda s: s in SERVICE_LEVELS,
+        f"one of {', '.join(SERVICE_LEVELS)}",
+    )
     nodepool_raw = raw.get("nodepool", {})
     nodepool = NodepoolSettings()
     if not isinstance(nodepool_raw, Mapping):
@@ -288,22 +338,31 @@ def _parse_cluster(reader: _Reader, index: int, raw: Any) -> ClusterSettings | N
         reader.unknown_keys(nodepool_raw, NODEPOOL_KEYS, f"{path}.nodepool.")
         nodepool = NodepoolSettings(
             instance_type=reader.string(
-                nodepool_raw, "instanceType", f"{path}.nodepool.instanceType", nodepool.instance_type,
+                nodepool_raw,
+                "instanceType",
+                f"{path}.nodepool.instanceType",
+                nodepool.instance_type,
                 _instance_type_ok,
                 f"<family>.<size> with size {MINIMUM_INSTANCE_SIZE} or larger "
-                f"({', '.join(INSTANCE_SIZES[INSTANCE_SIZES.index(MINIMUM_INSTANCE_SIZE):])})",
-            ) or nodepool.instance_type,
+                f"({', '.join(INSTANCE_SIZES[INSTANCE_SIZES.index(MINIMUM_INSTANCE_SIZE) :])})",
+            )
+            or nodepool.instance_type,
             # Every node joins the cluster's anti-affinity group, which holds at most 8 instances.
-            size=reader.integer(nodepool_raw, "size", f"{path}.nodepool.size", nodepool.size, 1,
-                                MAX_NODEPOOL_SIZE),
-            disk_size_gib=reader.integer(nodepool_raw, "diskSize", f"{path}.nodepool.diskSize",
-                                         nodepool.disk_size_gib, 20, 51200),
+            size=reader.integer(nodepool_raw, "size", f"{path}.nodepool.size", nodepool.size, 1, MAX_NODEPOOL_SIZE),
+            disk_size_gib=reader.integer(
+                nodepool_raw, "diskSize", f"{path}.nodepool.diskSize", nodepool.disk_size_gib, 20, 51200
+            ),
         )
     if name is None or zone is None or network is None:
         return None
     return ClusterSettings(
-        name=name, zone=zone, network=network, kubernetes_version=version,
-        cni=cni or "calico", service_level=service_level or "pro", nodepool=nodepool,
+        name=name,
+        zone=zone,
+        network=network,
+        kubernetes_version=version,
+        cni=cni or "calico",
+        service_level=service_level or "pro",
+        nodepool=nodepool,
     )
 
 
@@ -330,21 +389,37 @@ def _parse_clusters(reader: _Reader, raw: Mapping[str, Any]) -> tuple[ClusterSet
 
 def _parse_pki(reader: _Reader, raw: Mapping[str, Any], secret_keys: frozenset[str]) -> PkiSettings:
     defaults = PkiSettings()
-    root_validity = reader.integer(raw, "rootCaValidityHours", "rootCaValidityHours",
-                                   defaults.root_validity_hours, 24)
-    intermediate_validity = reader.integer(raw, "intermediateCaValidityHours", "intermediateCaValidityHours",
-                                           defaults.intermediate_validity_hours, 24)
-    early_renewal = reader.integer(raw, "intermediateCaEarlyRenewalHours", "intermediateCaEarlyRenewalHours",
-                                   defaults.intermediate_early_renewal_hours, 0)
+    root_validity = reader.integer(raw, "rootCaValidityHours", "rootCaValidityHours", defaults.root_validity_hours, 24)
+    intermediate_validity = reader.integer(
+        raw, "intermediateCaValidityHours", "intermediateCaValidityHours", defaults.intermediate_validity_hours, 24
+    )
+    early_renewal = reader.integer(
+        raw,
+        "intermediateCaEarlyRenewalHours",
+        "intermediateCaEarlyRenewalHours",
+        defaults.intermediate_early_renewal_hours,
+        0,
+    )
     if intermediate_validity >= root_validity:
-        reader.fail("intermediateCaValidityHours", intermediate_validity,
-                    f"fewer hours than rootCaValidityHours ({root_validity}): an intermediate "
-                    "cannot outlive its root")
+        reader.fail(
+            "intermediateCaValidityHours",
+            intermediate_validity,
+            f"fewer hours than rootCaValidityHours ({root_validity}): an intermediate cannot outlive its root",
+        )
     if early_renewal >= intermediate_validity:
-        reader.fail("intermediateCaEarlyRenewalHours", early_renewal,
-                    f"fewer hours than intermediateCaValidityHours ({intermediate_validity})")
-    root_cert = reader.string(raw, "rootCaCertPem", "rootCaCertPem", None,
-                              lambda pem: "-----BEGIN CERTIFICATE-----" in pem, "a PEM certificate")
+        reader.fail(
+            "intermediateCaEarlyRenewalHours",
+            early_renewal,
+            f"fewer hours than intermediateCaValidityHours ({intermediate_validity})",
+        )
+    root_cert = reader.string(
+        raw,
+        "rootCaCertPem",
+        "rootCaCertPem",
+        None,
+        lambda pem: "-----BEGIN CERTIFICATE-----" in pem,
+        "a PEM certificate",
+    )
     has_key = raw.get("rootCaKeyPem") not in (None, "")
     if (root_cert is None) != (not has_key):
         reader.problems.append(
@@ -353,15 +428,25 @@ def _parse_pki(reader: _Reader, raw: Mapping[str, Any], secret_keys: frozenset[s
         )
     if has_key:
         if "rootCaKeyPem" not in secret_keys:
-            reader.fail("rootCaKeyPem", raw["rootCaKeyPem"],
-                        "a secret: set it with `pulumi config set --secret rootCaKeyPem`", secret=True)
+            reader.fail(
+                "rootCaKeyPem",
+                raw["rootCaKeyPem"],
+                "a secret: set it with `pulumi config set --secret rootCaKeyPem`",
+                secret=True,
+            )
         elif "PRIVATE KEY-----" not in str(raw["rootCaKeyPem"]):
             reader.fail("rootCaKeyPem", None, "a PEM private key", secret=True)
     return PkiSettings(
         organization=reader.string(raw, "caOrganization", "caOrganization", defaults.organization)
         or defaults.organization,
-        key_algorithm=reader.string(raw, "caKeyAlgorithm", "caKeyAlgorithm", defaults.key_algorithm,
-                                    lambda a: a in KEY_ALGORITHMS, f"one of {', '.join(KEY_ALGORITHMS)}")
+        key_algorithm=reader.string(
+            raw,
+            "caKeyAlgorithm",
+            "caKeyAlgorithm",
+            defaults.key_algorithm,
+            lambda a: a in KEY_ALGORITHMS,
+            f"one of {', '.join(KEY_ALGORITHMS)}",
+        )
         or defaults.key_algorithm,
         root_validity_hours=root_validity,
         intermediate_validity_hours=intermediate_validity,
@@ -375,20 +460,33 @@ def _parse_demo(reader: _Reader, raw: Mapping[str, Any], clusters: tuple[Cluster
     default_server = names[1] if len(names) > 1 else (names[0] if names else "")
     default_client = names[0] if names else ""
     allowed = f"one of the configured clusters ({', '.join(names)})"
-    server = reader.string(raw, "demoServerCluster", "demoServerCluster", default_server,
-                           lambda n: n in names, allowed) or default_server
-    client = reader.string(raw, "demoClientCluster", "demoClientCluster", default_client,
-                           lambda n: n in names, allowed) or default_client
+    server = (
+        reader.string(raw, "demoServerCluster", "demoServerCluster", default_server, lambda n: n in names, allowed)
+        or default_server
+    )
+    client = (
+        reader.string(raw, "demoClientCluster", "demoClientCluster", default_client, lambda n: n in names, allowed)
+        or default_client
+    )
     if len(names) > 1 and server == client:
-        reader.fail("demoClientCluster", client,
-                    f"a cluster other than demoServerCluster ({server}), so the demo crosses clusters")
+        reader.fail(
+            "demoClientCluster",
+            client,
+            f"a cluster other than demoServerCluster ({server}), so the demo crosses clusters",
+        )
     return DemoSettings(
         enabled=reader.boolean(raw, "demoEnabled", "demoEnabled", True),
         server_cluster=server,
         client_cluster=client,
         smoke_test=reader.boolean(raw, "smokeTest", "smokeTest", True),
-        curl_image=reader.string(raw, "curlImage", "curlImage", DemoSettings.curl_image,
-                                 lambda i: ":" in i or "@" in i, "an image with a pinned tag or digest")
+        curl_image=reader.string(
+            raw,
+            "curlImage",
+            "curlImage",
+            DemoSettings.curl_image,
+            lambda i: ":" in i or "@" in i,
+            "an image with a pinned tag or digest",
+        )
         or DemoSettings.curl_image,
     )
 
@@ -403,12 +501,25 @@ def parse_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset
     clusters = _parse_clusters(reader, raw)
     defaults = MeshSettings(clusters=())
 
-    istio_version = reader.string(raw, "istioVersion", "istioVersion", defaults.istio_version,
-                                  lambda v: bool(VERSION.match(v)) and _version_tuple(v) >= MINIMUM_ISTIO_VERSION,
-                                  "an Istio release X.Y.Z, 1.26.0 or newer") or defaults.istio_version
+    istio_version = (
+        reader.string(
+            raw,
+            "istioVersion",
+            "istioVersion",
+            defaults.istio_version,
+            lambda v: bool(VERSION.match(v)) and _version_tuple(v) >= MINIMUM_ISTIO_VERSION,
+            "an Istio release X.Y.Z, 1.26.0 or newer",
+        )
+        or defaults.istio_version
+    )
     ttl = reader.integer(raw, "kubeconfigTtlSeconds", "kubeconfigTtlSeconds", defaults.kubeconfig_ttl_seconds, 3600)
-    early = reader.integer(raw, "kubeconfigEarlyRenewalSeconds", "kubeconfigEarlyRenewalSeconds",
-                           defaults.kubeconfig_early_renewal_seconds, 0)
+    early = reader.integer(
+        raw,
+        "kubeconfigEarlyRenewalSeconds",
+        "kubeconfigEarlyRenewalSeconds",
+        defaults.kubeconfig_early_renewal_seconds,
+        0,
+    )
     if early >= ttl:
         reader.fail("kubeconfigEarlyRenewalSeconds", early, f"fewer seconds than kubeconfigTtlSeconds ({ttl})")
 
@@ -424,8 +535,9 @@ def parse_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset
         pki=_parse_pki(reader, raw, secret_keys),
         demo=_parse_demo(reader, raw, clusters),
         helm=HelmSettings(
-            timeout_seconds=reader.integer(raw, "helmTimeoutSeconds", "helmTimeoutSeconds",
-                                           HelmSettings.timeout_seconds, 60, 3600)
+            timeout_seconds=reader.integer(
+                raw, "helmTimeoutSeconds", "helmTimeoutSeconds", HelmSettings.timeout_seconds, 60, 3600
+            )
         ),
     )
     if reader.problems:
