@@ -23,3 +23,5 @@ pulumi.export("istioVersion", settings.istio_version)
 pulumi.export("meshId", settings.mesh_id)
 if mesh.demo is not None:
     pulumi.export("demoCurlCommand", mesh.demo.curl_command)
+    if mesh.demo.ingress_url is not None:
+        pulumi.export("demoIngressUrl", mesh.demo.ingress_url)

@@ -101,6 +101,13 @@ class DemoSettings:
     client_cluster: str = ""
     smoke_test: bool = True
     curl_image: str = "curlimages/curl:8.17.0"
+    # Optional public ingress: cluster name -> share of traffic (percent); empty = no ingress.
+    ingress_weights: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def webtest_clusters(self) -> tuple[str, ...]:
+        """Clusters that run exo-webtest: the server, plus every cluster the ingress routes to."""
+        return tuple(dict.fromkeys((self.server_cluster, *(name for name, _ in self.ingress_weights))))
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("demoServerCluster", "string", "second cluster", "a cluster name"),
     ConfigKey("demoClientCluster", "string", "first cluster", "a cluster name"),
     ConfigKey("smokeTest", "boolean", "true", "true, false", attribute="demo.smoke_test"),
+    ConfigKey("demoIngressWeights", "object", "{} (no ingress)", "cluster -> percent, summing to 100; not the client"),
     ConfigKey("curlImage", "string", DemoSettings.curl_image, "pinned image reference", attribute="demo.curl_image"),
 )
 TOP_LEVEL_KEYS = frozenset(k.name for k in CONFIG_KEYS if "." not in k.name and "[" not in k.name)
@@ -475,6 +483,7 @@ def _parse_demo(reader: _Reader, raw: Mapping[str, Any], clusters: tuple[Cluster
             f"a cluster other than demoServerCluster ({server}), so the demo crosses clusters",
         )
     return DemoSettings(
+        ingress_weights=_parse_ingress_weights(reader, raw, names, client),
         enabled=reader.boolean(raw, "demoEnabled", "demoEnabled", True),
         server_cluster=server,
         client_cluster=client,
@@ -489,6 +498,28 @@ def _parse_demo(reader: _Reader, raw: Mapping[str, Any], clusters: tuple[Cluster
         )
         or DemoSettings.curl_image,
     )
+
+
+def _parse_ingress_weights(
+    reader: _Reader, raw: Mapping[str, Any], names: list[str], client: str
+) -> tuple[tuple[str, int], ...]:
+    if raw.get("demoIngressWeights") in (None, "", {}):
+        return ()
+    weights = reader.decode(raw["demoIngressWeights"])
+    allowed = (
+        f"an object mapping clusters other than the client ({', '.join(n for n in names if n != client)}) "
+        "to integer percentages that add up to 100"
+    )
+    if (
+        not isinstance(weights, Mapping)
+        or not all(name in names and name != client for name in weights)
+        or not all(isinstance(w, int) and not isinstance(w, bool) and 0 <= w <= 100 for w in weights.values())
+        or sum(weights.values()) != 100
+    ):
+        # exo-webtest in the client cluster would answer the smoke test locally, proving nothing.
+        reader.fail("demoIngressWeights", weights, allowed)
+        return ()
+    return tuple(sorted(weights.items()))
 
 
 def parse_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> MeshSettings:

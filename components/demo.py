@@ -10,6 +10,9 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumiverse_exoscale as exoscale
+
+from components.istio import ReleasePolicy, istio_release, stack_owned_load_balancer
 
 DEMO_NAMESPACE = "exodemo"
 WEBTEST_NAME = "exo-webtest"
@@ -18,6 +21,7 @@ WEBTEST_PORT = 3000
 WEBTEST_URL = f"http://{WEBTEST_NAME}:{WEBTEST_PORT}/"
 EXPECTED_GREETING = "Hello World from host exo-webtest"
 CLIENT_NAME = "curl"
+INGRESS_GATEWAY = "istio-ingressgateway"
 SMOKE_ATTEMPTS = 30
 SMOKE_DELAY_SECONDS = 10
 
@@ -25,9 +29,13 @@ SMOKE_DELAY_SECONDS = 10
 @dataclass(frozen=True)
 class DemoCluster:
     name: str
+    zone: str
     provider: k8s.Provider
     # Sidecar injection needs istiod's webhook, so the namespace waits for it.
     istiod: pulumi.Resource
+    # For the optional ingress gateway's NLB, which must go before the nodes it targets.
+    nodepool: pulumi.Resource
+    instance_pool_id: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,11 @@ class ExoDemoArgs:
     # Changes whenever the mesh does (clusters, Istio version, certificates); the smoke test's
     # name carries it, so the test runs again exactly then.
     mesh_fingerprint: pulumi.Input[str]
+    istio_version: str
+    name_prefix: str
+    helm_timeout_seconds: int
+    # Public ingress with weighted routing across clusters (cluster, percent); empty = none.
+    ingress_weights: tuple[tuple[str, int], ...] = ()
 
 
 def mesh_fingerprint(parts: dict[str, Any]) -> str:
@@ -97,10 +110,11 @@ def _labels(app: str) -> dict[str, str]:
 class ExoDemo(pulumi.ComponentResource):
     namespaces: dict[str, k8s.core.v1.Namespace]
     smoke_test: k8s.batch.v1.Job | None
+    ingress_url: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: ExoDemoArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("sks-istio-mesh:demo:ExoDemo", name, None, opts)
-        clusters = {c.name: c for c in args.clusters}
+        self._clusters = {c.name: c for c in args.clusters}
         self.namespaces = {
             c.name: k8s.core.v1.Namespace(
                 f"{c.name}-{DEMO_NAMESPACE}",
@@ -109,41 +123,14 @@ class ExoDemo(pulumi.ComponentResource):
             )
             for c in args.clusters
         }
-        server = clusters[args.server_cluster]
-        client = clusters[args.client_cluster]
+        server = self._clusters[args.server_cluster]
+        client = self._clusters[args.client_cluster]
+        webtest_clusters = dict.fromkeys((server.name, *(cluster for cluster, _ in args.ingress_weights)))
+        self.webtest = {cluster: self._webtest(self._clusters[cluster]) for cluster in webtest_clusters}
 
-        def opts(cluster: DemoCluster, **kwargs: Any) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(parent=self, provider=cluster.provider, **kwargs)
-
-        def namespace_of(cluster: DemoCluster) -> pulumi.Output[str]:
-            return self.namespaces[cluster.name].metadata.name
-
-        self.server_deployment = k8s.apps.v1.Deployment(
-            f"{server.name}-{WEBTEST_NAME}",
-            metadata={"name": WEBTEST_NAME, "namespace": namespace_of(server), "labels": _labels(WEBTEST_NAME)},
-            spec={
-                "replicas": 1,
-                "selector": {"matchLabels": _labels(WEBTEST_NAME)},
-                "template": {
-                    "metadata": {"labels": _labels(WEBTEST_NAME)},
-                    "spec": {"containers": [webtest_container()]},
-                },
-            },
-            opts=opts(server),
-        )
-        self.server_service = k8s.core.v1.Service(
-            f"{server.name}-{WEBTEST_NAME}-service",
-            metadata={"name": WEBTEST_NAME, "namespace": namespace_of(server), "labels": _labels(WEBTEST_NAME)},
-            spec={
-                "type": "ClusterIP",
-                "selector": _labels(WEBTEST_NAME),
-                "ports": [{"name": "http", "port": WEBTEST_PORT, "targetPort": WEBTEST_PORT}],
-            },
-            opts=opts(server),
-        )
         self.client_deployment = k8s.apps.v1.Deployment(
             f"{client.name}-{CLIENT_NAME}",
-            metadata={"name": CLIENT_NAME, "namespace": namespace_of(client), "labels": _labels(CLIENT_NAME)},
+            metadata={"name": CLIENT_NAME, "namespace": self._namespace(client), "labels": _labels(CLIENT_NAME)},
             spec={
                 "replicas": 1,
                 "selector": {"matchLabels": _labels(CLIENT_NAME)},
@@ -152,51 +139,152 @@ class ExoDemo(pulumi.ComponentResource):
                     "spec": {"containers": [curl_container(args.curl_image)], "terminationGracePeriodSeconds": 1},
                 },
             },
-            opts=opts(client),
+            opts=self._opts(client),
         )
         self.curl_command = (
             f"kubectl --kubeconfig kubeconfig.yaml --context {client.name} -n {DEMO_NAMESPACE} "
             f"exec deploy/{CLIENT_NAME} -c {CLIENT_NAME} -- curl -sS {WEBTEST_URL}"
         )
+        self.smoke_test = self._smoke_test(client, args) if args.smoke_test else None
+        self.ingress_url = self._ingress(server, args) if args.ingress_weights else None
+        self.register_outputs({"curl_command": self.curl_command, "ingress_url": self.ingress_url})
 
-        self.smoke_test = None
-        if args.smoke_test:
-            self.smoke_test = k8s.batch.v1.Job(
-                f"{client.name}-exodemo-smoke-test",
-                metadata={
-                    "name": pulumi.Output.from_input(args.mesh_fingerprint).apply(
-                        lambda fingerprint: f"exodemo-smoke-{fingerprint}"
-                    ),
-                    "namespace": namespace_of(client),
-                    "labels": _labels("exodemo-smoke-test"),
+    def _opts(self, cluster: DemoCluster, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, provider=cluster.provider, **kwargs)
+
+    def _namespace(self, cluster: DemoCluster) -> pulumi.Output[str]:
+        return self.namespaces[cluster.name].metadata.name
+
+    def _webtest(self, cluster: DemoCluster) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
+        metadata = {"name": WEBTEST_NAME, "namespace": self._namespace(cluster), "labels": _labels(WEBTEST_NAME)}
+        deployment = k8s.apps.v1.Deployment(
+            f"{cluster.name}-{WEBTEST_NAME}",
+            metadata=metadata,
+            spec={
+                "replicas": 1,
+                "selector": {"matchLabels": _labels(WEBTEST_NAME)},
+                "template": {
+                    "metadata": {"labels": _labels(WEBTEST_NAME)},
+                    "spec": {"containers": [webtest_container()]},
                 },
-                spec={
-                    "backoffLimit": 1,
-                    "activeDeadlineSeconds": SMOKE_ATTEMPTS * (SMOKE_DELAY_SECONDS + 6) + 120,
-                    "template": {
-                        "metadata": {
-                            "labels": _labels("exodemo-smoke-test"),
-                            "annotations": {
-                                # The proxy runs as a native sidecar that Kubernetes stops when
-                                # the test ends, and the test starts only once the proxy is ready.
-                                "sidecar.istio.io/nativeSidecar": "true",
-                                "proxy.istio.io/config": json.dumps({"holdApplicationUntilProxyStarts": True}),
-                            },
-                        },
-                        "spec": {
-                            "restartPolicy": "Never",
-                            "containers": [{
-                                **curl_container(args.curl_image),
-                                "name": "smoke-test",
-                                "command": ["sh", "-c", smoke_test_script()],
-                                "terminationMessagePolicy": "FallbackToLogsOnError",
-                            }],
+            },
+            opts=self._opts(cluster),
+        )
+        service = k8s.core.v1.Service(
+            f"{cluster.name}-{WEBTEST_NAME}-service",
+            metadata=metadata,
+            spec={
+                "type": "ClusterIP",
+                "selector": _labels(WEBTEST_NAME),
+                "ports": [{"name": "http", "port": WEBTEST_PORT, "targetPort": WEBTEST_PORT}],
+            },
+            opts=self._opts(cluster),
+        )
+        return deployment, service
+
+    def _smoke_test(self, client: DemoCluster, args: ExoDemoArgs) -> k8s.batch.v1.Job:
+        webtest = [resource for pair in self.webtest.values() for resource in pair]
+        return k8s.batch.v1.Job(
+            f"{client.name}-exodemo-smoke-test",
+            metadata={
+                "name": pulumi.Output.from_input(args.mesh_fingerprint).apply(
+                    lambda fingerprint: f"exodemo-smoke-{fingerprint}"
+                ),
+                "namespace": self._namespace(client),
+                "labels": _labels("exodemo-smoke-test"),
+            },
+            spec={
+                "backoffLimit": 1,
+                "activeDeadlineSeconds": SMOKE_ATTEMPTS * (SMOKE_DELAY_SECONDS + 6) + 120,
+                "template": {
+                    "metadata": {
+                        "labels": _labels("exodemo-smoke-test"),
+                        "annotations": {
+                            # The proxy runs as a native sidecar that Kubernetes stops when the
+                            # test ends, and the test starts only once the proxy is ready.
+                            "sidecar.istio.io/nativeSidecar": "true",
+                            "proxy.istio.io/config": json.dumps({"holdApplicationUntilProxyStarts": True}),
                         },
                     },
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{
+                            **curl_container(args.curl_image),
+                            "name": "smoke-test",
+                            "command": ["sh", "-c", smoke_test_script()],
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                        }],
+                    },
                 },
-                opts=opts(
-                    client,
-                    depends_on=[*args.mesh_dependencies, self.server_deployment, self.server_service],
-                ),
+            },
+            opts=self._opts(client, depends_on=[*args.mesh_dependencies, *webtest]),
+        )
+
+    def _ingress(self, server: DemoCluster, args: ExoDemoArgs) -> pulumi.Output[str]:
+        """The tutorial's "further ideas": exo-webtest from the internet through an ingress
+        gateway in the server cluster, split across clusters by weight."""
+        # Owned by the stack, like the east-west NLBs, so `pulumi destroy` leaves none behind.
+        nlb = exoscale.Nlb(
+            f"{server.name}-exodemo-ingress",
+            zone=server.zone,
+            name=f"{args.name_prefix}-{server.name}-exodemo-ingress",
+            description="exodemo ingress gateway",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[server.nodepool]),
+        )
+        gateway_release = istio_release(
+            f"{server.name}-{INGRESS_GATEWAY}", "gateway", INGRESS_GATEWAY, DEMO_NAMESPACE, args.istio_version,
+            {"name": INGRESS_GATEWAY, "service": stack_owned_load_balancer(nlb.id, server.instance_pool_id)},
+            ReleasePolicy(args.helm_timeout_seconds, atomic=False),
+            self._opts(server, depends_on=[self.namespaces[server.name], server.istiod]),
+        )
+        webtest_host = f"{WEBTEST_NAME}.{DEMO_NAMESPACE}.svc.cluster.local"
+        for manifest in ingress_manifests(webtest_host, args.ingress_weights):
+            k8s.apiextensions.CustomResource(
+                f"{server.name}-exodemo-{manifest['kind'].lower()}",
+                api_version=manifest["apiVersion"],
+                kind=manifest["kind"],
+                metadata={**manifest["metadata"], "namespace": self._namespace(server)},
+                spec=manifest["spec"],
+                opts=self._opts(server, depends_on=[server.istiod, gateway_release]),
             )
-        self.register_outputs({"curl_command": self.curl_command})
+        return nlb.ip_address.apply(lambda ip: f"http://{ip}/")
+
+
+def ingress_manifests(webtest_host: str, weights: tuple[tuple[str, int], ...]) -> list[dict[str, Any]]:
+    """Gateway, DestinationRule with one subset per cluster, and the weighted VirtualService."""
+    return [
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "exodemo-ingress"},
+            "spec": {
+                "selector": {"istio": "ingressgateway"},
+                "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],
+            },
+        },
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": WEBTEST_NAME},
+            "spec": {
+                "host": webtest_host,
+                # istiod labels every endpoint with the cluster it runs in.
+                "subsets": [{"name": cluster, "labels": {"topology.istio.io/cluster": cluster}}
+                            for cluster, _ in weights],
+            },
+        },
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": WEBTEST_NAME},
+            "spec": {
+                "hosts": ["*"],
+                "gateways": ["exodemo-ingress"],
+                "http": [{"route": [
+                    {"destination": {"host": webtest_host, "subset": cluster, "port": {"number": WEBTEST_PORT}},
+                     "weight": weight}
+                    for cluster, weight in weights
+                ]}],
+            },
+        },
+    ]

@@ -74,15 +74,41 @@ def eastwest_gateway_values(
         "name": EASTWEST_GATEWAY,
         # networkGateway sets the four fixed ports, the network labels and the requested network view.
         "networkGateway": network,
-        "service": {
-            "type": "LoadBalancer",
-            "annotations": {
-                # The NLB is a stack resource; the cloud controller only adds services to it.
-                f"{CCM_ANNOTATION}id": nlb_id,
-                f"{CCM_ANNOTATION}external": "true",
-                # Pin the target pool so a second nodepool does not break the gateway.
-                f"{CCM_ANNOTATION}service-instancepool-id": instance_pool_id,
-            },
+        "service": stack_owned_load_balancer(nlb_id, instance_pool_id),
+    }
+
+
+def istio_release(
+    resource_name: str, chart: str, release_name: str, namespace: pulumi.Input[str], version: str,
+    values: dict[str, Any], policy: ReleasePolicy, opts: pulumi.ResourceOptions,
+) -> k8s.helm.v3.Release:
+    """A release of one of Istio's charts at the mesh's pinned version."""
+    return k8s.helm.v3.Release(
+        resource_name,
+        name=release_name,  # a fixed name: Pulumi's random suffix would break the gateway selector
+        chart=chart,
+        version=version,
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=ISTIO_CHARTS),
+        namespace=namespace,
+        values=values,
+        timeout=policy.timeout_seconds,
+        atomic=policy.atomic,
+        cleanup_on_fail=True,
+        max_history=5,
+        opts=opts,
+    )
+
+
+def stack_owned_load_balancer(nlb_id: pulumi.Input[str], instance_pool_id: pulumi.Input[str]) -> dict[str, Any]:
+    """Service values for a LoadBalancer on an NLB the stack owns (so `pulumi destroy` removes it)."""
+    return {
+        "type": "LoadBalancer",
+        "annotations": {
+            # The NLB is a stack resource; the cloud controller only adds services to it.
+            f"{CCM_ANNOTATION}id": nlb_id,
+            f"{CCM_ANNOTATION}external": "true",
+            # Pin the target pool so a second nodepool does not break the gateway.
+            f"{CCM_ANNOTATION}service-instancepool-id": instance_pool_id,
         },
     }
 
@@ -191,19 +217,9 @@ class IstioControlPlane(pulumi.ComponentResource):
         self, chart: str, release_name: str, values: dict[str, Any], policy: ReleasePolicy,
         depends_on: list[pulumi.Resource],
     ) -> k8s.helm.v3.Release:
-        return k8s.helm.v3.Release(
-            f"{self._name}-{release_name}",
-            name=release_name,  # a fixed name: Pulumi's random suffix would break the gateway selector
-            chart=chart,
-            version=self._args.istio_version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=ISTIO_CHARTS),
-            namespace=ISTIO_NAMESPACE,
-            values=values,
-            timeout=policy.timeout_seconds,
-            atomic=policy.atomic,
-            cleanup_on_fail=True,
-            max_history=5,
-            opts=self._k8s(depends_on=depends_on),
+        return istio_release(
+            f"{self._name}-{release_name}", chart, release_name, ISTIO_NAMESPACE, self._args.istio_version,
+            values, policy, self._k8s(depends_on=depends_on),
         )
 
     def _custom_resource(

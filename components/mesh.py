@@ -82,7 +82,14 @@ def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[s
         }))
         demo = ExoDemo("exodemo", ExoDemoArgs(
             clusters=tuple(
-                DemoCluster(name=name, provider=clusters[name].provider, istiod=cp.istiod)
+                DemoCluster(
+                    name=name,
+                    zone=settings.cluster(name).zone,
+                    provider=clusters[name].provider,
+                    istiod=cp.istiod,
+                    nodepool=clusters[name].nodepool,
+                    instance_pool_id=clusters[name].instance_pool_id,
+                )
                 for name, cp in control_planes.items()
             ),
             server_cluster=settings.demo.server_cluster,
@@ -95,6 +102,10 @@ def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[s
                 *(cp.cross_network_gateway for cp in control_planes.values()),
             ),
             mesh_fingerprint=fingerprint,
+            istio_version=settings.istio_version,
+            name_prefix=f"{PROJECT}-{stack}",
+            helm_timeout_seconds=settings.helm.timeout_seconds,
+            ingress_weights=settings.demo.ingress_weights,
         ))
 
     names = list(clusters)

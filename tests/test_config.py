@@ -212,3 +212,16 @@ def test_every_documented_key_is_accepted_by_the_parser():
     for key in top_level:
         found = problems({key: {"not": "valid"}}, frozenset({key})) if key != "clusters" else ["skip"]
         assert not any("unknown key" in p for p in found), (key, found)
+
+
+def test_ingress_weights_are_sorted_and_add_webtest_clusters():
+    settings = parse_config({"clusters": [cluster("c1"), cluster("c2"), cluster("c3")],
+                             "demoIngressWeights": json.dumps({"c3": 30, "c2": 70})})
+    assert settings.demo.ingress_weights == (("c2", 70), ("c3", 30))
+    assert settings.demo.webtest_clusters == ("c2", "c3")
+
+
+@pytest.mark.parametrize("weights", [{"c1": 50, "c2": 50}, {"c2": 60}, {"nope": 100}, {"c2": True}, [100]])
+def test_ingress_weights_must_sum_to_100_over_known_clusters_other_than_the_client(weights):
+    message = only_problem({"clusters": [cluster("c1"), cluster("c2"), cluster("c3")], "demoIngressWeights": weights})
+    assert "sks-istio-mesh:demoIngressWeights" in message and "other than the client" in message

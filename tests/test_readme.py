@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from components.config import CONFIG_KEYS, parse_config
-from tests.harness import ROOT
+from tests.harness import ROOT, run_program, stack_config
 
 README = (ROOT / "README.md").read_text()
 MAKEFILE = (ROOT / "Makefile").read_text()
@@ -74,7 +74,8 @@ def test_documented_defaults_are_the_parsers_defaults(key):
 
 def test_outputs_table_names_the_programs_outputs(dev):
     documented = set(re.findall(r"^\| `([a-zA-Z]+)`", section("Outputs and the merged kubeconfig"), re.M))
-    assert documented == set(dev.outputs)
+    with_ingress = run_program({**stack_config("dev"), "demoIngressWeights": {"cluster2": 100}})
+    assert documented == set(dev.outputs) | set(with_ingress.outputs)
 
 
 def test_the_readmes_stacks_are_the_stack_files():
