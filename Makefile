@@ -26,8 +26,8 @@ $(BIN)/actionlint: | $(BIN)/activate
 deploy: $(VENV)/.runtime-deps
 	scripts/pulumi-stack.sh $(STACK) up
 
-preview: $(VENV)/.dev-deps
-	scripts/pulumi-stack.sh $(STACK) preview --policy-pack policy
+preview: $(VENV)/.runtime-deps
+	scripts/pulumi-stack.sh $(STACK) preview
 
 destroy: $(VENV)/.runtime-deps
 	scripts/pulumi-stack.sh $(STACK) destroy

@@ -24,8 +24,9 @@ fi
 pulumi stack select --create --secrets-provider passphrase "$stack" >/dev/null
 
 case "$action" in
-  up) exec pulumi up --stack "$stack" "$@" ;;
-  preview) exec pulumi preview --stack "$stack" "$@" ;;
+  # The policy pack guards every change; destroy needs no guard.
+  up) exec pulumi up --stack "$stack" --policy-pack policy "$@" ;;
+  preview) exec pulumi preview --stack "$stack" --policy-pack policy "$@" ;;
   destroy) exec pulumi destroy --stack "$stack" "$@" ;;
   kubeconfig)
     umask 077
