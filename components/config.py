@@ -104,11 +104,6 @@ class DemoSettings:
     # Optional public ingress: cluster name -> share of traffic (percent); empty = no ingress.
     ingress_weights: tuple[tuple[str, int], ...] = ()
 
-    @property
-    def webtest_clusters(self) -> tuple[str, ...]:
-        """Clusters that run exo-webtest: the server, plus every cluster the ingress routes to."""
-        return tuple(dict.fromkeys((self.server_cluster, *(name for name, _ in self.ingress_weights))))
-
 
 @dataclass(frozen=True)
 class HelmSettings:
