@@ -80,7 +80,7 @@ class MeshCluster(pulumi.ComponentResource):
             description=f"SKS nodes of {exoscale_name} ({settings.cni})",
             opts=child,
         )
-        for rule in security_rules_for(settings.cni):
+        rules = [
             exoscale.SecurityGroupRule(
                 f"{name}-{rule.key}",
                 security_group_id=security_group.id,
@@ -95,6 +95,8 @@ class MeshCluster(pulumi.ComponentResource):
                 description=rule.description,
                 opts=child,
             )
+            for rule in security_rules_for(settings.cni)
+        ]
         anti_affinity = exoscale.AntiAffinityGroup(
             f"{name}-anti-affinity",
             name=f"{exoscale_name}-nodes",
@@ -127,7 +129,7 @@ class MeshCluster(pulumi.ComponentResource):
             anti_affinity_group_ids=[anti_affinity.id],
             labels={"mesh": args.mesh_id},
             # The security rules must exist before nodes boot, or Calico's overlay stays down.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[security_group]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[security_group, *rules]),
         )
         kubeconfig = exoscale.SksKubeconfig(
             f"{name}-admin-kubeconfig",

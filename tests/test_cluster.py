@@ -78,7 +78,10 @@ def test_nodepools_join_their_clusters_security_and_anti_affinity_groups(dev):
 def test_nodes_boot_only_after_their_security_rules_exist(dev):
     for cluster in ("cluster1", "cluster2"):
         pool = dev.named(f"{cluster}-nodepool", NODEPOOL)
-        assert dev.depends_on(pool, dev.named(f"{cluster}-nodes"))
+        rules = [r for r in dev.of_type(RULE) if r.name.startswith(f"{cluster}-")]
+        assert len(rules) == 4
+        for rule in rules:
+            assert dev.depends_on(pool, rule), rule.name
 
 
 def test_admin_kubeconfigs_have_the_configured_ttl_and_renewal_window(dev):

@@ -1,0 +1,1 @@
+"""Benchmark of the program under mocks: resources, evaluation time, memory and deploy critical path."""
