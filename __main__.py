@@ -1,6 +1,12 @@
 """sks-istio-mesh: N Exoscale SKS clusters joined into one multi-primary, multi-network Istio mesh."""
 
+import sys
+from pathlib import Path
+
 import pulumi
+
+# The components package sits beside this file, wherever the program is launched from.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from components.mesh import build_mesh
 from components.stack_config import load_settings, root_ca_key

@@ -21,9 +21,11 @@ def merge_kubeconfigs(kubeconfigs: Mapping[str, str]) -> str:
         "preferences": {},
     }
     for name, text in kubeconfigs.items():
-        document = yaml.safe_load(text)
-        merged["clusters"].append({"name": name, "cluster": document["clusters"][0]["cluster"]})
-        merged["users"].append({"name": f"{name}-admin", "user": document["users"][0]["user"]})
+        document = yaml.safe_load(text or "") or {}
+        cluster = (document.get("clusters") or [{}])[0].get("cluster", {})
+        user = (document.get("users") or [{}])[0].get("user", {})
+        merged["clusters"].append({"name": name, "cluster": cluster})
+        merged["users"].append({"name": f"{name}-admin", "user": user})
         merged["contexts"].append(
             {"name": name, "context": {"cluster": name, "user": f"{name}-admin"}}
         )

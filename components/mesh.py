@@ -66,6 +66,7 @@ def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[s
             provider=clusters[name].provider,
             reader_token_data=control_plane.reader_token.data,
             namespace=control_plane.namespace.metadata.name,
+            api_ca_pem=clusters[name].api_ca_pem,
         )
         for name, control_plane in control_planes.items()
     )))
@@ -78,7 +79,7 @@ def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[s
             "clusters": sorted(clusters),
             "istio_version": settings.istio_version,
             "mesh_id": settings.mesh_id,
-            "certificates": sorted(pems),
+            "certificates": sorted(pem or "" for pem in pems),
         }))
         demo = ExoDemo("exodemo", ExoDemoArgs(
             clusters=tuple(

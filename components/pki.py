@@ -32,8 +32,8 @@ class MeshPkiArgs:
     protect_root: bool = False
 
 
-def _join_pems(*pems: str) -> str:
-    return "".join(pem if pem.endswith("\n") else pem + "\n" for pem in pems)
+def _join_pems(*pems: str | None) -> str:
+    return "".join(pem if pem.endswith("\n") else pem + "\n" for pem in pems if pem)
 
 
 class MeshPki(pulumi.ComponentResource):

@@ -28,6 +28,8 @@ class RemoteCluster:
     # The base64 `data` of the reader service account's token Secret (keys `token`, `ca.crt`).
     reader_token_data: pulumi.Input[Mapping[str, str]]
     namespace: pulumi.Input[str]
+    # The API server's CA (PEM) as SKS reports it: used if the token Secret carries no `ca.crt`.
+    api_ca_pem: pulumi.Input[str] = ""
 
 
 @dataclass(frozen=True)
@@ -39,19 +41,22 @@ def remote_secret_name(cluster_name: str) -> str:
     return f"istio-remote-secret-{cluster_name}"
 
 
-def reader_kubeconfig(cluster_name: str, endpoint: str, token_data: Mapping[str, str]) -> str:
+def reader_kubeconfig(cluster_name: str, endpoint: str, token_data: Mapping[str, str] | None,
+                      api_ca_pem: str = "") -> str:
     """A kubeconfig for istiod with inline CA and bearer token only: no exec plugins or files,
     which istiod rejects (istio/istio#36307)."""
+    token_data = token_data or {}
+    ca_data = token_data.get("ca.crt") or base64.b64encode((api_ca_pem or "").encode()).decode()
     document: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{
             "name": cluster_name,
-            "cluster": {"server": endpoint, "certificate-authority-data": token_data["ca.crt"]},
+            "cluster": {"server": endpoint, "certificate-authority-data": ca_data},
         }],
         "users": [{
             "name": cluster_name,
-            "user": {"token": base64.b64decode(token_data["token"]).decode()},
+            "user": {"token": base64.b64decode(token_data.get("token", "")).decode()},
         }],
         "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
         "current-context": cluster_name,
@@ -70,8 +75,8 @@ class RemoteSecrets(pulumi.ComponentResource):
         # One kubeconfig per target cluster, shared by the N-1 secrets that point at it.
         kubeconfigs = {
             target.name: pulumi.Output.secret(
-                pulumi.Output.all(target.endpoint, target.reader_token_data).apply(
-                    lambda values, cluster=target.name: reader_kubeconfig(cluster, values[0], values[1])
+                pulumi.Output.all(target.endpoint, target.reader_token_data, target.api_ca_pem).apply(
+                    lambda values, cluster=target.name: reader_kubeconfig(cluster, *values)
                 )
             )
             for target in args.clusters

@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from components.remote_access import reader_kubeconfig
 from tests.harness import SECRET_SIG, SIG_KEY, Recording, validate_kubernetes
 from tests.mocks import cluster_ca
 
@@ -92,3 +93,10 @@ def test_adding_a_cluster_adds_only_the_new_pairs_and_changes_no_existing_secret
     for pair, secret in before.items():
         assert after[pair].urn == secret.urn
         assert after[pair].inputs == secret.inputs
+
+
+def test_reader_kubeconfig_falls_back_to_the_sks_ca_when_the_token_secret_has_none():
+    token = base64.b64encode(b"reader-token").decode()
+    document = yaml.safe_load(reader_kubeconfig("b", "https://b.example", {"token": token}, "CA PEM"))
+    assert base64.b64decode(document["clusters"][0]["cluster"]["certificate-authority-data"]) == b"CA PEM"
+    assert document["users"][0]["user"]["token"] == "reader-token"
