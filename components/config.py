@@ -46,8 +46,8 @@ INSTANCE_SIZES = (
 MINIMUM_INSTANCE_SIZE = "medium"
 # An Exoscale anti-affinity group holds at most 8 instances.
 MAX_NODEPOOL_SIZE = 8
-# The charts' networkGateway pod label and the IP auto-allocation we rely on for DNS proxying
-# both arrived in Istio 1.26 (reference/istio-multicluster.md §4, §8).
+# The gateway chart labels its pods with the network only since Istio 1.26 (istio/istio#54909);
+# older charts need the label by hand (reference/istio-multicluster.md §4, §10).
 MINIMUM_ISTIO_VERSION = (1, 26, 0)
 
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")

@@ -24,6 +24,11 @@ CLIENT_NAME = "curl"
 INGRESS_GATEWAY = "istio-ingressgateway"
 SMOKE_ATTEMPTS = 30
 SMOKE_DELAY_SECONDS = 10
+# Room for every attempt (5 s curl timeout + the delay) plus pod and sidecar start-up.
+SMOKE_DEADLINE_SECONDS = SMOKE_ATTEMPTS * (SMOKE_DELAY_SECONDS + 6) + 120
+# Pulumi waits longer than the Job's deadline, so a failure shows the script's own message
+# rather than Pulumi's 10-minute default timeout.
+SMOKE_AWAIT = f"{SMOKE_DEADLINE_SECONDS // 60 + 5}m"
 
 
 @dataclass(frozen=True)
@@ -192,10 +197,12 @@ class ExoDemo(pulumi.ComponentResource):
                 ),
                 "namespace": self._namespace(client),
                 "labels": _labels("exodemo-smoke-test"),
+                # A failed test is run again by the next `pulumi up` instead of being awaited forever.
+                "annotations": {"pulumi.com/replaceUnready": "true"},
             },
             spec={
                 "backoffLimit": 1,
-                "activeDeadlineSeconds": SMOKE_ATTEMPTS * (SMOKE_DELAY_SECONDS + 6) + 120,
+                "activeDeadlineSeconds": SMOKE_DEADLINE_SECONDS,
                 "template": {
                     "metadata": {
                         "labels": _labels("exodemo-smoke-test"),
@@ -217,7 +224,11 @@ class ExoDemo(pulumi.ComponentResource):
                     },
                 },
             },
-            opts=self._opts(client, depends_on=[*args.mesh_dependencies, *webtest]),
+            opts=self._opts(
+                client,
+                depends_on=[*args.mesh_dependencies, *webtest],
+                custom_timeouts=pulumi.CustomTimeouts(create=SMOKE_AWAIT, update=SMOKE_AWAIT),
+            ),
         )
 
     def _ingress(self, server: DemoCluster, args: ExoDemoArgs) -> pulumi.Output[str]:

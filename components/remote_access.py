@@ -28,6 +28,8 @@ class RemoteCluster:
     # The base64 `data` of the reader service account's token Secret (keys `token`, `ca.crt`).
     reader_token_data: pulumi.Input[Mapping[str, str]]
     namespace: pulumi.Input[str]
+    # istiod's release grants the reader account its RBAC: peers' secrets wait for it.
+    reader_rbac: pulumi.Resource | None = None
     # The API server's CA (PEM) as SKS reports it: used if the token Secret carries no `ca.crt`.
     api_ca_pem: pulumi.Input[str] = ""
 
@@ -96,6 +98,10 @@ class RemoteSecrets(pulumi.ComponentResource):
                     },
                     # The key must equal the remote cluster's clusterName, or istiod serves 503s.
                     string_data=kubeconfigs[target.name].apply(lambda kc, key=target.name: {key: kc}),
-                    opts=pulumi.ResourceOptions(parent=self, provider=holder.provider),
+                    opts=pulumi.ResourceOptions(
+                        parent=self,
+                        provider=holder.provider,
+                        depends_on=[target.reader_rbac] if target.reader_rbac else [],
+                    ),
                 )
         self.register_outputs({"secret_names": [f"{a}/{b}" for a, b in self.secrets]})

@@ -47,6 +47,8 @@ class Registered:
     custom: bool
     protect: bool
     deleted_with: str
+    additional_secret_outputs: list[str]
+    create_timeout: str
     outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -129,6 +131,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             custom=bool(request.custom),
             protect=bool(request.protect),
             deleted_with=request.deletedWith,
+            additional_secret_outputs=list(request.additionalSecretOutputs),
+            create_timeout=request.customTimeouts.create,
             outputs=self.resources[response.urn].state if response.urn in self.resources else {},
         ))
         return response

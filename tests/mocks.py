@@ -143,8 +143,8 @@ def sks_endpoint(cluster_id: str, zone: str) -> str:
     return f"https://{cluster_id}.sks-{zone}.exo.io"
 
 
-def sks_kubeconfig(cluster_id: str, zone: str, user: str, groups: list[str]) -> str:
-    """The shape SKS returns: one cluster, one client-certificate user."""
+def sks_kubeconfig(cluster_id: str, zone: str, user: str, groups: list[str], ttl_seconds: float) -> str:
+    """The shape SKS returns: one cluster, one client-certificate user (a new certificate per TTL)."""
     ca_pem, _ = cluster_ca(cluster_id)
     client_key = private_key("ECDSA", "P256", f"kubeconfig-{cluster_id}-{user}")
     return yaml.safe_dump({
@@ -153,7 +153,7 @@ def sks_kubeconfig(cluster_id: str, zone: str, user: str, groups: list[str]) -> 
         "clusters": [{"name": "sks-cluster", "cluster": {
             "certificate-authority-data": b64(ca_pem), "server": sks_endpoint(cluster_id, zone)}}],
         "users": [{"name": user, "user": {
-            "client-certificate-data": b64(f"certificate of {user} in {','.join(groups)}"),
+            "client-certificate-data": b64(f"certificate of {user} in {','.join(groups)} for {ttl_seconds:.0f}s"),
             "client-key-data": b64(pem_private(client_key))}}],
         "contexts": [{"name": "sks-cluster", "context": {"cluster": "sks-cluster", "user": user}}],
         "current-context": "sks-cluster",
@@ -202,7 +202,8 @@ class MeshMocks(pulumi.runtime.Mocks):
                 "templateId": stable_uuid("template"), "version": "1.34.3"}
 
     def _exoscale_index_sksKubeconfig_SksKubeconfig(self, args, inputs, resource_id):
-        return {"kubeconfig": sks_kubeconfig(inputs["clusterId"], inputs["zone"], inputs["user"], inputs["groups"]),
+        return {"kubeconfig": sks_kubeconfig(inputs["clusterId"], inputs["zone"], inputs["user"], inputs["groups"],
+                                             inputs["ttlSeconds"]),
                 "readyForRenewal": False}
 
     def _exoscale_index_nlb_Nlb(self, args, inputs, resource_id):

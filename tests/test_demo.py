@@ -98,6 +98,12 @@ def test_smoke_test_runs_in_the_client_cluster_and_depends_on_everything_it_prov
         assert recording.depends_on(job, resource), resource.name
 
 
+def test_a_failed_smoke_test_is_replaced_by_the_next_up_and_reports_before_pulumi_times_out(dev):
+    job = smoke_job(dev)
+    assert job.inputs["metadata"]["annotations"]["pulumi.com/replaceUnready"] == "true"
+    assert int(job.create_timeout.removesuffix("m")) * 60 > job.inputs["spec"]["activeDeadlineSeconds"]
+
+
 def test_smoke_test_survives_its_sidecar(dev):
     template = smoke_job(dev).inputs["spec"]["template"]
     assert template["metadata"]["annotations"]["sidecar.istio.io/nativeSidecar"] == "true"

@@ -64,6 +64,11 @@ def test_remote_secret_in_a_points_istiod_at_b_with_bs_reader_token(recording):
         assert holder != target
 
 
+def test_remote_secrets_wait_for_the_targets_reader_rbac_from_istiod(recording):
+    for (_, target), secret in remote_secrets(recording).items():
+        assert recording.depends_on(secret, recording.named(f"{target}-istio-istiod"))
+
+
 def test_remote_secret_contents_are_pulumi_secrets(recording):
     for secret in remote_secrets(recording).values():
         assert secret.wire_inputs["stringData"][SIG_KEY] == SECRET_SIG
