@@ -1,5 +1,6 @@
-"""The exodemo app: exo-webtest in one cluster, a curl client in another, and a smoke-test Job
-that makes `pulumi up` fail unless the client reaches the server across the mesh."""
+"""The exodemo app: exo-webtest in the server cluster, a curl client in another, a smoke-test Job
+that makes `pulumi up` fail unless the client reaches the server across the mesh, and an optional
+public ingress that splits traffic across the clusters running exo-webtest."""
 
 from __future__ import annotations
 
@@ -133,18 +134,8 @@ class ExoDemo(pulumi.ComponentResource):
         webtest_clusters = dict.fromkeys((server.name, *(cluster for cluster, _ in args.ingress_weights)))
         self.webtest = {cluster: self._webtest(self._clusters[cluster]) for cluster in webtest_clusters}
 
-        self.client_deployment = k8s.apps.v1.Deployment(
-            f"{client.name}-{CLIENT_NAME}",
-            metadata={"name": CLIENT_NAME, "namespace": self._namespace(client), "labels": _labels(CLIENT_NAME)},
-            spec={
-                "replicas": 1,
-                "selector": {"matchLabels": _labels(CLIENT_NAME)},
-                "template": {
-                    "metadata": {"labels": _labels(CLIENT_NAME)},
-                    "spec": {"containers": [curl_container(args.curl_image)], "terminationGracePeriodSeconds": 1},
-                },
-            },
-            opts=self._opts(client),
+        self.client_deployment = self._deployment(
+            client, CLIENT_NAME, {"containers": [curl_container(args.curl_image)], "terminationGracePeriodSeconds": 1}
         )
         self.curl_command = (
             f"kubectl --kubeconfig kubeconfig.yaml --context {client.name} -n {DEMO_NAMESPACE} "
@@ -160,24 +151,24 @@ class ExoDemo(pulumi.ComponentResource):
     def _namespace(self, cluster: DemoCluster) -> pulumi.Output[str]:
         return self.namespaces[cluster.name].metadata.name
 
-    def _webtest(self, cluster: DemoCluster) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
-        metadata = {"name": WEBTEST_NAME, "namespace": self._namespace(cluster), "labels": _labels(WEBTEST_NAME)}
-        deployment = k8s.apps.v1.Deployment(
-            f"{cluster.name}-{WEBTEST_NAME}",
-            metadata=metadata,
+    def _deployment(self, cluster: DemoCluster, app: str, pod_spec: dict[str, Any]) -> k8s.apps.v1.Deployment:
+        """One replica of `app` in the cluster's exodemo namespace."""
+        return k8s.apps.v1.Deployment(
+            f"{cluster.name}-{app}",
+            metadata={"name": app, "namespace": self._namespace(cluster), "labels": _labels(app)},
             spec={
                 "replicas": 1,
-                "selector": {"matchLabels": _labels(WEBTEST_NAME)},
-                "template": {
-                    "metadata": {"labels": _labels(WEBTEST_NAME)},
-                    "spec": {"containers": [webtest_container()]},
-                },
+                "selector": {"matchLabels": _labels(app)},
+                "template": {"metadata": {"labels": _labels(app)}, "spec": pod_spec},
             },
             opts=self._opts(cluster),
         )
+
+    def _webtest(self, cluster: DemoCluster) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
+        deployment = self._deployment(cluster, WEBTEST_NAME, {"containers": [webtest_container()]})
         service = k8s.core.v1.Service(
             f"{cluster.name}-{WEBTEST_NAME}-service",
-            metadata=metadata,
+            metadata={"name": WEBTEST_NAME, "namespace": self._namespace(cluster), "labels": _labels(WEBTEST_NAME)},
             spec={
                 "type": "ClusterIP",
                 "selector": _labels(WEBTEST_NAME),

@@ -26,10 +26,12 @@ class Mesh:
 
 
 def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[str] | None = None) -> Mesh:
+    # Exoscale names are account-wide: they carry the project and the stack.
+    name_prefix = f"{PROJECT}-{stack}"
     clusters = {
         c.name: MeshCluster(c.name, MeshClusterArgs(
             settings=c,
-            name_prefix=f"{PROJECT}-{stack}",
+            name_prefix=name_prefix,
             mesh_id=settings.mesh_id,
             kubeconfig_ttl_seconds=settings.kubeconfig_ttl_seconds,
             kubeconfig_early_renewal_seconds=settings.kubeconfig_early_renewal_seconds,
@@ -105,7 +107,7 @@ def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[s
             ),
             mesh_fingerprint=fingerprint,
             istio_version=settings.istio_version,
-            name_prefix=f"{PROJECT}-{stack}",
+            name_prefix=name_prefix,
             helm_timeout_seconds=settings.helm.timeout_seconds,
             ingress_weights=settings.demo.ingress_weights,
         ))

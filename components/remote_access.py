@@ -29,9 +29,9 @@ class RemoteCluster:
     reader_token_data: pulumi.Input[Mapping[str, str]]
     namespace: pulumi.Input[str]
     # istiod's release grants the reader account its RBAC: peers' secrets wait for it.
-    reader_rbac: pulumi.Resource | None = None
+    reader_rbac: pulumi.Resource
     # The API server's CA (PEM) as SKS reports it: used if the token Secret carries no `ca.crt`.
-    api_ca_pem: pulumi.Input[str] = ""
+    api_ca_pem: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class RemoteSecrets(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(
                         parent=self,
                         provider=holder.provider,
-                        depends_on=[target.reader_rbac] if target.reader_rbac else [],
+                        depends_on=[target.reader_rbac],
                     ),
                 )
         self.register_outputs({"secret_names": [f"{a}/{b}" for a, b in self.secrets]})

@@ -32,17 +32,9 @@ from pulumi_policy import (
     Secret,
     StackValidationArgs,
     StackValidationPolicy,
+    proxy,
 )
-from pulumi_policy.proxy import (
-    UNKNOWN_ARCHIVE_VALUE,
-    UNKNOWN_ARRAY_VALUE,
-    UNKNOWN_ASSET_VALUE,
-    UNKNOWN_BOOLEAN_VALUE,
-    UNKNOWN_NUMBER_VALUE,
-    UNKNOWN_OBJECT_VALUE,
-    UNKNOWN_STRING_VALUE,
-    UnknownValueError,
-)
+from pulumi_policy.proxy import UnknownValueError
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 SERVICE = "kubernetes:core/v1:Service"
@@ -66,13 +58,13 @@ DEFAULT_PROD_STACKS = ("prod",)
 CA_SIGNING_USE = "cert_signing"
 
 _UNKNOWN_SENTINELS = frozenset({
-    UNKNOWN_ARCHIVE_VALUE,
-    UNKNOWN_ARRAY_VALUE,
-    UNKNOWN_ASSET_VALUE,
-    UNKNOWN_BOOLEAN_VALUE,
-    UNKNOWN_NUMBER_VALUE,
-    UNKNOWN_OBJECT_VALUE,
-    UNKNOWN_STRING_VALUE,
+    proxy.UNKNOWN_ARCHIVE_VALUE,
+    proxy.UNKNOWN_ARRAY_VALUE,
+    proxy.UNKNOWN_ASSET_VALUE,
+    proxy.UNKNOWN_BOOLEAN_VALUE,
+    proxy.UNKNOWN_NUMBER_VALUE,
+    proxy.UNKNOWN_OBJECT_VALUE,
+    proxy.UNKNOWN_STRING_VALUE,
 })
 
 

@@ -207,11 +207,25 @@ def test_settings_are_frozen():
         settings.clusters[0].name = "other"  # type: ignore[misc]
 
 
-def test_every_documented_key_is_accepted_by_the_parser():
-    top_level = {k.name for k in CONFIG_KEYS if "." not in k.name and "[" not in k.name}
-    for key in top_level:
-        found = problems({key: {"not": "valid"}}, frozenset({key})) if key != "clusters" else ["skip"]
-        assert not any("unknown key" in p for p in found), (key, found)
+BAD_VALUE = {"not": "valid"}
+
+
+@pytest.mark.parametrize("key", [k.name for k in CONFIG_KEYS if "." not in k.name and "[" not in k.name])
+def test_every_documented_top_level_key_is_read_and_validated(key):
+    found = problems({key: BAD_VALUE}, frozenset({key}))
+    assert any(p.startswith(f"sks-istio-mesh:{key}:") and "unknown key" not in p for p in found), found
+
+
+@pytest.mark.parametrize("key", [k.name.removeprefix("clusters[].") for k in CONFIG_KEYS
+                                 if k.name.startswith("clusters[].")])
+def test_every_documented_cluster_key_is_read_and_validated(key):
+    entry = cluster()
+    if key.startswith("nodepool."):
+        entry["nodepool"] = {key.removeprefix("nodepool."): BAD_VALUE}
+    else:
+        entry[key] = BAD_VALUE
+    found = problems({"clusters": [entry]})
+    assert any(p.startswith(f"sks-istio-mesh:clusters[0].{key}:") and "unknown key" not in p for p in found), found
 
 
 def test_ingress_weights_are_parsed_from_json_in_a_stable_order():
