@@ -46,6 +46,9 @@ INSTANCE_SIZES = (
 MINIMUM_INSTANCE_SIZE = "medium"
 # An Exoscale anti-affinity group holds at most 8 instances.
 MAX_NODEPOOL_SIZE = 8
+# Istio's official Helm repository; air-gapped users point istioChartRepository at a mirror.
+ISTIO_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
+CHART_REPOSITORY_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 # The gateway chart labels its pods with the network only since Istio 1.26 (istio/istio#54909);
 # older charts need the label by hand (reference/istio-multicluster.md §4, §10).
 MINIMUM_ISTIO_VERSION = (1, 26, 0)
@@ -115,6 +118,7 @@ class MeshSettings:
     clusters: tuple[ClusterSettings, ...]
     mesh_id: str = "mesh1"
     istio_version: str = "1.30.3"
+    istio_chart_repository: str = ISTIO_CHART_REPOSITORY
     mtls_strict: bool = True
     protect: bool = False
     kubeconfig_ttl_seconds: int = 30 * 24 * 3600
@@ -161,6 +165,13 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("clusters[].nodepool.diskSize", "integer", "50", "20-51200 (GiB)"),
     ConfigKey("meshId", "string", "mesh1", "DNS label", attribute="mesh_id"),
     ConfigKey("istioVersion", "string", "1.30.3", "X.Y.Z, >= 1.26.0", attribute="istio_version"),
+    ConfigKey(
+        "istioChartRepository",
+        "string",
+        ISTIO_CHART_REPOSITORY,
+        "http(s) URL of a Helm repository serving the pinned charts",
+        attribute="istio_chart_repository",
+    ),
     ConfigKey("mtlsStrict", "boolean", "true", "true, false", attribute="mtls_strict"),
     ConfigKey("protect", "boolean", "false", "true, false", attribute="protect"),
     ConfigKey(
@@ -554,6 +565,15 @@ def parse_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset
         mesh_id=reader.string(raw, "meshId", "meshId", defaults.mesh_id, DNS_LABEL.match, "a DNS label")
         or defaults.mesh_id,
         istio_version=istio_version,
+        istio_chart_repository=reader.string(
+            raw,
+            "istioChartRepository",
+            "istioChartRepository",
+            defaults.istio_chart_repository,
+            CHART_REPOSITORY_URL.match,
+            "an http:// or https:// URL of a Helm chart repository",
+        )
+        or defaults.istio_chart_repository,
         mtls_strict=reader.boolean(raw, "mtlsStrict", "mtlsStrict", defaults.mtls_strict),
         protect=reader.boolean(raw, "protect", "protect", defaults.protect),
         kubeconfig_ttl_seconds=ttl,

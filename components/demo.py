@@ -57,6 +57,7 @@ class ExoDemoArgs:
     # name carries it, so the test runs again exactly then.
     mesh_fingerprint: pulumi.Input[str]
     istio_version: str
+    chart_repository: str
     name_prefix: str
     helm_timeout_seconds: int
     # Public ingress with weighted routing across clusters (cluster, percent); empty = none.
@@ -235,6 +236,7 @@ class ExoDemo(pulumi.ComponentResource):
         )
         gateway_release = istio_release(
             f"{server.name}-{INGRESS_GATEWAY}", "gateway", INGRESS_GATEWAY, DEMO_NAMESPACE, args.istio_version,
+            args.chart_repository,
             {"name": INGRESS_GATEWAY, "service": stack_owned_load_balancer(nlb.id, server.instance_pool_id)},
             ReleasePolicy(args.helm_timeout_seconds, atomic=False),
             self._opts(server, depends_on=[self.namespaces[server.name], server.istiod]),

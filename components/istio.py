@@ -14,7 +14,6 @@ import pulumi_kubernetes as k8s
 
 from components.pki import IntermediateCa
 
-ISTIO_CHARTS = "https://istio-release.storage.googleapis.com/charts"
 ISTIO_NAMESPACE = "istio-system"
 NETWORK_LABEL = "topology.istio.io/network"
 EASTWEST_GATEWAY = "istio-eastwestgateway"
@@ -42,6 +41,8 @@ class IstioControlPlaneArgs:
     network: str
     mesh_id: str
     istio_version: str
+    # Where Helm fetches the charts from, at every preview as well as at up.
+    chart_repository: str
     provider: k8s.Provider
     ca: IntermediateCa
     root_cert_pem: pulumi.Input[str]
@@ -80,7 +81,7 @@ def eastwest_gateway_values(
 
 def istio_release(
     resource_name: str, chart: str, release_name: str, namespace: pulumi.Input[str], version: str,
-    values: dict[str, Any], policy: ReleasePolicy, opts: pulumi.ResourceOptions,
+    repository: str, values: dict[str, Any], policy: ReleasePolicy, opts: pulumi.ResourceOptions,
 ) -> k8s.helm.v3.Release:
     """A release of one of Istio's charts at the mesh's pinned version."""
     return k8s.helm.v3.Release(
@@ -88,7 +89,7 @@ def istio_release(
         name=release_name,  # a fixed name: Pulumi's random suffix would break the gateway selector
         chart=chart,
         version=version,
-        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=ISTIO_CHARTS),
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repository),
         namespace=namespace,
         values=values,
         timeout=policy.timeout_seconds,
@@ -219,7 +220,7 @@ class IstioControlPlane(pulumi.ComponentResource):
     ) -> k8s.helm.v3.Release:
         return istio_release(
             f"{self._name}-{release_name}", chart, release_name, ISTIO_NAMESPACE, self._args.istio_version,
-            values, policy, self._k8s(depends_on=depends_on),
+            self._args.chart_repository, values, policy, self._k8s(depends_on=depends_on),
         )
 
     def _custom_resource(

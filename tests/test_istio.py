@@ -49,6 +49,21 @@ def test_every_cluster_installs_base_istiod_and_the_eastwest_gateway_from_the_is
         assert charts["gateway"]["name"] == "istio-eastwestgateway"
 
 
+def test_a_chart_mirror_replaces_the_istio_repository_for_every_release():
+    mirror = "http://charts.mirror.example:8080/istio"
+    recording = run_program(
+        {**stack_config("dev"), "istioChartRepository": mirror, "demoIngressWeights": {"cluster2": 100}}
+    )
+    releases = all_releases(recording)
+    assert len(releases) == 3 * len(CLUSTERS) + 1  # base, istiod, gateway per cluster, plus the ingress gateway
+    assert {r.inputs["repositoryOpts"]["repo"] for r in releases} == {mirror}
+
+
+def test_a_chart_repository_that_is_not_a_url_is_rejected():
+    with pytest.raises(ValueError, match=r"istioChartRepository: \"charts/istio\" is not allowed; expected an http"):
+        parse_config({**stack_config("dev"), "istioChartRepository": "charts/istio"})
+
+
 def test_one_pinned_istio_version_across_the_mesh(three_clusters):
     assert {r.inputs["version"] for r in all_releases(three_clusters)} == {VERSION}
 
