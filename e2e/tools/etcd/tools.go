@@ -1,0 +1,8 @@
+//go:build tools
+
+// Package tools pins the etcd command that make e2e builds.
+package tools
+
+import (
+	_ "go.etcd.io/etcd/server/v3"
+)
