@@ -153,18 +153,22 @@ class MeshCluster(pulumi.ComponentResource):
             name=f"{exoscale_name}-eastwest",
             description=f"Istio east-west gateway of {exoscale_name}",
             labels={"mesh": args.mesh_id},
+            # Destroy order: a nodepool cannot be deleted while an NLB service targets its
+            # instance pool, and the CCM removes its services only asynchronously after the
+            # gateway Service is gone; deleting the NLB (and its services) first unblocks it.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nodepool]),
         )
 
         # cluster_identifier keeps the provider (and every object it manages) when the kubeconfig
-        # is renewed; depending on the nodepool makes workloads wait for nodes on create and go
-        # away before the nodes on destroy.
+        # is renewed. No wait for the nodepool: namespaces, Secrets, CRDs and RBAC need only the
+        # API server, so they are applied while the nodes boot; workloads wait for `nodepool`
+        # themselves, which also removes them before the nodes on destroy.
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
             cluster_identifier=cluster.id,
             enable_server_side_apply=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nodepool]),
+            opts=pulumi.ResourceOptions(parent=self),
         )
         self.cluster_id = cluster.id
         self.api_ca_pem = cluster.control_plane_ca

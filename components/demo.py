@@ -39,7 +39,8 @@ class DemoCluster:
     provider: k8s.Provider
     # Sidecar injection needs istiod's webhook, so the namespace waits for it.
     istiod: pulumi.Resource
-    # For the optional ingress gateway's NLB, which must go before the nodes it targets.
+    # Pods need nodes (the provider does not wait for them), and the optional ingress gateway's
+    # NLB must go before the nodes it targets.
     nodepool: pulumi.Resource
     instance_pool_id: pulumi.Input[str]
 
@@ -162,7 +163,7 @@ class ExoDemo(pulumi.ComponentResource):
                 "selector": {"matchLabels": _labels(app)},
                 "template": {"metadata": {"labels": _labels(app)}, "spec": pod_spec},
             },
-            opts=self._opts(cluster),
+            opts=self._opts(cluster, depends_on=[cluster.nodepool]),  # its pod needs nodes
         )
 
     def _webtest(self, cluster: DemoCluster) -> tuple[k8s.apps.v1.Deployment, k8s.core.v1.Service]:
@@ -218,7 +219,7 @@ class ExoDemo(pulumi.ComponentResource):
             },
             opts=self._opts(
                 client,
-                depends_on=[*args.mesh_dependencies, *webtest],
+                depends_on=[*args.mesh_dependencies, *webtest, client.nodepool],  # its pod needs nodes
                 custom_timeouts=pulumi.CustomTimeouts(create=SMOKE_AWAIT, update=SMOKE_AWAIT),
             ),
         )
@@ -239,7 +240,7 @@ class ExoDemo(pulumi.ComponentResource):
             args.chart_repository,
             {"name": INGRESS_GATEWAY, "service": stack_owned_load_balancer(nlb.id, server.instance_pool_id)},
             ReleasePolicy(args.helm_timeout_seconds, atomic=False),
-            self._opts(server, depends_on=[self.namespaces[server.name], server.istiod]),
+            self._opts(server, depends_on=[self.namespaces[server.name], server.istiod, server.nodepool]),
         )
         webtest_host = f"{WEBTEST_NAME}.{DEMO_NAMESPACE}.svc.cluster.local"
         for manifest in ingress_manifests(webtest_host, args.ingress_weights):

@@ -48,6 +48,8 @@ class IstioControlPlaneArgs:
     root_cert_pem: pulumi.Input[str]
     eastwest_nlb_id: pulumi.Input[str]
     instance_pool_id: pulumi.Input[str]
+    # The cluster's nodepool: pods need nodes, API objects do not (the provider does not wait).
+    nodes: pulumi.Resource
     helm_timeout_seconds: int
     mtls_strict: bool = True
 
@@ -170,21 +172,24 @@ class IstioControlPlane(pulumi.ComponentResource):
             }),
             opts=self._k8s(),
         )
+        # Base goes into the labelled istio-system (named by a string, hence the explicit wait). It
+        # holds CRDs, RBAC and webhook configurations only: no pods, so no wait for nodes.
         self.base = self._release(
             "base", "istio-base", {"defaultRevision": "default"},
             ReleasePolicy(BASE_TIMEOUT_SECONDS, atomic=True), depends_on=[self.namespace],
         )
+        # istiod needs its CRDs (base), the plugged-in CA (cacerts) and nodes to run on.
         self.istiod = self._release(
             "istiod", "istiod", istiod_values(args.cluster_name, args.network, args.mesh_id),
-            ReleasePolicy(args.helm_timeout_seconds, atomic=True), depends_on=[self.base, self.cacerts],
+            ReleasePolicy(args.helm_timeout_seconds, atomic=True), depends_on=[self.base, self.cacerts, args.nodes],
         )
-        # The gateway's proxy image is injected by istiod's webhook, so istiod comes first. Not
-        # atomic: a slow NLB should not make Helm tear the Service down and churn NLB services;
-        # the next `pulumi up` resumes the release.
+        # The gateway's proxy image is injected by istiod's webhook, so istiod comes first; its pods
+        # need nodes. Not atomic: a slow NLB should not make Helm tear the Service down and churn
+        # NLB services; the next `pulumi up` resumes the release.
         self.eastwest_gateway = self._release(
             "gateway", EASTWEST_GATEWAY,
             eastwest_gateway_values(args.network, args.eastwest_nlb_id, args.instance_pool_id),
-            ReleasePolicy(args.helm_timeout_seconds, atomic=False), depends_on=[self.istiod],
+            ReleasePolicy(args.helm_timeout_seconds, atomic=False), depends_on=[self.istiod, args.nodes],
         )
         self.cross_network_gateway = self._custom_resource(
             "cross-network-gateway", cross_network_gateway_manifest(), depends_on=[self.istiod]

@@ -57,6 +57,7 @@ def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[s
             root_cert_pem=pki.root_cert_pem,
             eastwest_nlb_id=clusters[c.name].eastwest_nlb.id,
             instance_pool_id=clusters[c.name].instance_pool_id,
+            nodes=clusters[c.name].nodepool,
             helm_timeout_seconds=settings.helm.timeout_seconds,
             mtls_strict=settings.mtls_strict,
         ))

@@ -5,12 +5,15 @@ import base64
 
 import yaml
 
-from tests.harness import Recording, plaintext_strings, run_failing_program, run_program, stack_config
+from tests.harness import Recording, Registered, plaintext_strings, run_failing_program, run_program, stack_config
 
 SKS = "exoscale:index/sksCluster:SksCluster"
 NODEPOOL = "exoscale:index/sksNodepool:SksNodepool"
 NLB = "exoscale:index/nlb:Nlb"
 RELEASE = "kubernetes:helm.sh/v3:Release"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+JOB = "kubernetes:batch/v1:Job"
+READER_TOKEN = "istio-reader-service-account-istio-remote-secret-token"
 SMOKE_TEST = "cluster1-exodemo-smoke-test"
 
 
@@ -119,11 +122,44 @@ def test_teardown_removes_gateway_then_nlb_then_nodepool_then_cluster(dev):
         assert not dev.depends_on(nlb, gateway)
 
 
-def test_no_kubernetes_object_outlives_the_nodes_it_runs_on(dev):
+def is_workload(resource: Registered) -> bool:
+    """Starts pods, so it needs nodes: a Deployment, a Job, or a Helm release of any chart but
+    Istio's base (CRDs, RBAC, a service account and webhook configurations: API objects only)."""
+    if resource.type == RELEASE:
+        return resource.inputs["chart"] != "base"
+    return resource.type in {DEPLOYMENT, JOB}
+
+
+def test_no_workload_outlives_the_nodes_it_runs_on(dev):
+    workloads = [r for r in dev.resources if is_workload(r)]
+    assert len(workloads) >= 2 * 2 + 2  # istiod and a gateway per cluster, the demo's pods
+    for resource in workloads:
+        cluster = dev.cluster_of(resource)
+        assert dev.depends_on(resource, dev.named(f"{cluster}-nodepool", NODEPOOL)), resource.name
+
+
+def test_every_kubernetes_object_goes_before_its_cluster(dev):
     for resource in dev.resources:
         if resource.type.startswith("kubernetes:"):
-            cluster = dev.cluster_of(resource)
-            assert dev.depends_on(resource, dev.named(f"{cluster}-nodepool", NODEPOOL)), resource.name
+            assert dev.depends_on(resource, dev.named(dev.cluster_of(resource), SKS)), resource.name
+
+
+def test_what_needs_only_the_api_server_does_not_wait_for_nodes(dev):
+    # The provider, istio-system, `cacerts`, the base chart and the reader token are applied while
+    # the nodes boot; waiting for the nodepool would put its minute on the deploy's critical path.
+    api_only_names = {"istio-system", "cacerts", READER_TOKEN}
+    for cluster in ("cluster1", "cluster2"):
+        nodepool = dev.named(f"{cluster}-nodepool", NODEPOOL)
+        api_only = [
+            r for r in dev.resources
+            if r.type.startswith("kubernetes:") and dev.cluster_of(r) == cluster and (
+                r.inputs.get("metadata", {}).get("name") in api_only_names
+                or (r.type == RELEASE and r.inputs["chart"] == "base"))
+        ]
+        assert len(api_only) == 4
+        provider = dev.by_urn(api_only[0].provider_urn)
+        for resource in [provider, *api_only]:
+            assert not dev.depends_on(resource, nodepool), resource.name
 
 
 def test_nothing_owning_a_load_balancer_is_skipped_on_delete(dev):
