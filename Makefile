@@ -42,5 +42,6 @@ lint: $(VENV)/.dev-deps
 kubeconfig: $(VENV)/.runtime-deps
 	scripts/pulumi-stack.sh $(STACK) kubeconfig
 
+# Writes the untracked bench/.out/RESULTS.md; UPDATE=1 rewrites the committed bench/RESULTS.md.
 bench: $(VENV)/.dev-deps
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(if $(UPDATE),--update)

@@ -1,22 +1,30 @@
 """Run the real program under the test mocks for N clusters and report how it scales.
 
-    python -m bench.run [--runs K] [--sizes 2,4,8,16] [--output bench/RESULTS.md]
+    python -m bench.run [--runs K] [--sizes 2,3,8,16] [--update | --output FILE] [--e2e-timings FILE]
 
 Per N (clusters c01..cNN, zones cycling through EXOSCALE_ZONES, one network each, every other
 setting default): resources registered; program evaluation wall time, the median of K fresh
 `run_program` calls after one warm-up call (the mocks generate real RSA-4096 keys, cached per
-resource name and process: mock cost, paid in the warm-up); the CPU time the mocks' handlers took
-inside those calls (thread CPU time, so threads waiting for the GIL add nothing); peak Python
-memory of one more call (tracemalloc: Python allocations of every thread; memory that OpenSSL
-allocates natively is not traced); and the deploy's critical path and serial sum in estimated
-minutes (bench/graph.py). Prints a Markdown report, writes it to --output and exits 1 if a target
-is missed.
+resource name and process: mock cost, paid in the warm-up), and the same as a multiple of a fixed
+reference workload timed just before each call (fastest call over fastest reference), which stays
+comparable between an idle and a busy machine where seconds do not; the CPU time the mocks'
+handlers took inside those calls (thread CPU time, so threads waiting for the GIL add nothing);
+peak Python memory of one more call (tracemalloc: Python allocations of every thread; memory that
+OpenSSL allocates natively is not traced); and the deploy's critical path and serial sum in
+estimated minutes (bench/graph.py). Then the Kubernetes part as `make e2e` measured it, if it has
+run (bench/measured.py).
+
+Prints a Markdown report and writes it to an untracked file (bench/.out/RESULTS.md), or with
+--update to the committed bench/RESULTS.md. Exits 1 if a target on the dependency graph is missed;
+seconds are reported, never gated on.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import json
 import os
 import platform
 import statistics
@@ -40,22 +48,29 @@ from bench.graph import (
     minutes_of,
     serial_minutes,
 )
+from bench.measured import compare, read_timings
+from bench.measured import report_lines as measured_report_lines
 from components.config import EXOSCALE_ZONES
-from tests.harness import run_program
+from tests.harness import run_program, stack_config
 from tests.mocks import MeshMocks
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"
-DEFAULT_SIZES = (2, 4, 8, 16)
+COMMITTED_OUTPUT = ROOT / "bench" / "RESULTS.md"
+DEFAULT_OUTPUT = ROOT / "bench" / ".out" / "RESULTS.md"  # git-ignored
+E2E_TIMINGS = ROOT / "e2e" / ".out" / "timings.json"  # written by `make e2e`, git-ignored
+DEFAULT_SIZES = (2, 3, 8, 16)
 DEFAULT_RUNS = 5
 MIB = 1024 * 1024
 
-# Targets (the issue): the smallest and largest N the benchmark is meant for.
+# Targets on the dependency graph (deterministic, so they gate). Issue 15: serial/critical >= 2.5
+# with two clusters; the benchmark's first issue: >= 0.9 N at N=16.
 SMALL, LARGE = 2, 16
-SMALL_MAX_SECONDS, LARGE_MAX_SECONDS = 1.0, 5.0
-MIN_RATIO_PER_CLUSTER = 0.9  # serial/critical >= 0.9 * N (1.8 at N=2)
+MIN_RATIO = {SMALL: 2.5, LARGE: 0.9 * LARGE}
 # Adding clusters may lengthen the critical path by at most one remote secret.
 CRITICAL_TOLERANCE = DURATIONS.get(SECRET, OTHER_MINUTES)
+# The reference workload's size: about 0.1 s of one idle core.
+REFERENCE_TASKS = 200
+REFERENCE_REPEATS = 3  # per program call; the fastest counts
 
 
 def generated_config(clusters: int) -> dict[str, Any]:
@@ -64,6 +79,32 @@ def generated_config(clusters: int) -> dict[str, Any]:
         {"name": f"c{i:02d}", "zone": EXOSCALE_ZONES[(i - 1) % len(EXOSCALE_ZONES)], "network": f"network-c{i:02d}"}
         for i in range(1, clusters + 1)
     ]}
+
+
+def reference_workload(tasks: int = REFERENCE_TASKS) -> int:
+    """Fixed pure-Python work of the kinds the evaluation does (nested dicts, strings, JSON round
+    trips, asyncio tasks), independent of the program so that a change to the program shows."""
+
+    async def resource(index: int) -> int:
+        inputs = {f"key{k}": [k, f"value-{index}-{k}", {"nested": k}] for k in range(40)}
+        await asyncio.sleep(0)
+        return len(json.dumps(json.loads(json.dumps({"name": f"r{index}", "inputs": inputs}))))
+
+    async def program() -> int:
+        return sum(await asyncio.gather(*(resource(i) for i in range(tasks))))
+
+    # A loop of its own, left unset: asyncio.run would unset the loop that Pulumi's mocks use.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(program())
+    finally:
+        loop.close()
+
+
+def timed(work: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
 
 
 class MockClock:
@@ -108,6 +149,7 @@ class Result:
     clusters: int
     resources: int
     wall_seconds: list[float]
+    reference_seconds: list[float]
     mock_seconds: list[float]
     peak_mib: float
     critical_minutes: float
@@ -118,6 +160,12 @@ class Result:
     @property
     def wall(self) -> float:
         return statistics.median(self.wall_seconds)
+
+    @property
+    def reference_ratio(self) -> float:
+        """Evaluation time in reference workloads. Fastest over fastest: on a loaded machine the
+        fastest run is the least disturbed one, of the program and of the reference alike."""
+        return min(self.wall_seconds) / min(self.reference_seconds)
 
     @property
     def mock(self) -> float:
@@ -131,11 +179,16 @@ class Result:
 def measure(clusters: int, runs: int, log: Callable[[str], None]) -> Result:
     config = generated_config(clusters)
     log(f"N={clusters}: warm-up")
+    reference_workload()
     recording = run_program(config)
     walls: list[float] = []
+    references: list[float] = []
     mocks: list[float] = []
     by_type: Counter[str] = Counter()
     for run in range(runs):
+        gc.collect()
+        # Timed just before each program call, so both see the same load.
+        references.append(min(timed(reference_workload) for _ in range(REFERENCE_REPEATS)))
         gc.collect()
         with MockClock() as clock:
             start = time.perf_counter()
@@ -143,7 +196,8 @@ def measure(clusters: int, runs: int, log: Callable[[str], None]) -> Result:
             walls.append(time.perf_counter() - start)
         mocks.append(clock.seconds)
         by_type.update(clock.by_type)
-        log(f"N={clusters}: run {run + 1}/{runs} {walls[-1]:.3f} s (mock handlers {clock.seconds:.3f} s CPU)")
+        log(f"N={clusters}: run {run + 1}/{runs} {walls[-1]:.3f} s, reference {references[-1]:.3f} s "
+            f"(mock handlers {clock.seconds:.3f} s CPU)")
     gc.collect()
     tracemalloc.start()
     try:
@@ -156,6 +210,7 @@ def measure(clusters: int, runs: int, log: Callable[[str], None]) -> Result:
         clusters=clusters,
         resources=len(recording.resources),
         wall_seconds=walls,
+        reference_seconds=references,
         mock_seconds=mocks,
         peak_mib=peak / MIB,
         critical_minutes=minutes,
@@ -173,6 +228,7 @@ class Target:
 
 
 def check_targets(results: Sequence[Result]) -> list[Target]:
+    """Targets on the dependency graph only: evaluation seconds depend on the machine's load."""
     by_n = {r.clusters: r for r in results}
     targets: list[Target] = []
     if SMALL in by_n and LARGE in by_n:
@@ -183,15 +239,10 @@ def check_targets(results: Sequence[Result]) -> list[Target]:
             difference <= CRITICAL_TOLERANCE + 1e-9,
             f"{small.critical_minutes:g} vs {large.critical_minutes:g} min",
         ))
-    for n in (SMALL, LARGE):
+    for n, minimum in MIN_RATIO.items():
         if n in by_n:
-            minimum = MIN_RATIO_PER_CLUSTER * n
             targets.append(Target(f"serial/critical >= {minimum:g} at N={n}", by_n[n].ratio >= minimum,
                                   f"{by_n[n].ratio:.2f}"))
-    for n, limit in ((SMALL, SMALL_MAX_SECONDS), (LARGE, LARGE_MAX_SECONDS)):
-        if n in by_n:
-            targets.append(Target(f"program evaluation under mocks <= {limit:g} s at N={n}", by_n[n].wall <= limit,
-                                  f"{by_n[n].wall:.2f} s"))
     return targets
 
 
@@ -208,6 +259,8 @@ def machine() -> dict[str, str]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        # How busy the machine was: seconds in the report mean little without it.
+        "load": f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "unknown",
     }
 
 
@@ -218,33 +271,37 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
 
 
 def results_table(results: Sequence[Result]) -> list[str]:
-    header = ("N", "resources", "eval wall, median (s)", "min-max (s)", "mock handlers CPU (s)",
-              "wall - mock CPU (s)", "peak memory (MiB)", "critical path (resources)", "critical path (min)",
-              "serial (min)", "serial/critical")
+    header = ("N", "resources", "critical path (min)", "serial (min)", "serial/critical",
+              "critical path (resources)", "eval / reference", "eval wall, median (s)", "min-max (s)",
+              "mock handlers CPU (s)", "peak memory (MiB)")
     rows = [(
-        str(r.clusters), str(r.resources), f"{r.wall:.2f}", f"{min(r.wall_seconds):.2f}-{max(r.wall_seconds):.2f}",
-        f"{r.mock:.2f}", f"{max(r.wall - r.mock, 0.0):.2f}", f"{r.peak_mib:.1f}", str(len(r.chain)),
-        f"{r.critical_minutes:g}", f"{r.serial_minutes:g}", f"{r.ratio:.2f}",
+        str(r.clusters), str(r.resources), f"{r.critical_minutes:g}", f"{r.serial_minutes:g}", f"{r.ratio:.2f}",
+        str(len(r.chain)), f"{r.reference_ratio:.1f}", f"{r.wall:.2f}",
+        f"{min(r.wall_seconds):.2f}-{max(r.wall_seconds):.2f}", f"{r.mock:.2f}", f"{r.peak_mib:.1f}",
     ) for r in results]
     return _table(header, rows, "lrrrrrrrrrr")
 
 
-def report(results: Sequence[Result], targets: Sequence[Target], runs: int, host: dict[str, str]) -> str:
+def report(results: Sequence[Result], targets: Sequence[Target], runs: int, host: dict[str, str],
+           measured: Sequence[str]) -> str:
     lines = [
         "# Benchmark: the program under mocks, N clusters",
         "",
-        "Written by `make bench` (`python -m bench.run`); the method is in `bench/run.py`'s docstring and",
-        "the durations in `bench/graph.py`.",
+        "Written by `make bench UPDATE=1` (`python -m bench.run --update`; without it, to the untracked",
+        "bench/.out/RESULTS.md); the method is in `bench/run.py`'s docstring and the durations in",
+        "`bench/graph.py`.",
         "",
         f"Machine: nproc {host['nproc']}, {host['cpu']}, {host['python']}, {host['platform']}. "
-        f"Date: {host['date']}.",
+        f"Date: {host['date']}. Load average (1 min) at the start: {host['load']}.",
         "",
         "## Results",
         "",
         f"Generated stacks: clusters `c01..cNN`, zones cycling through {len(EXOSCALE_ZONES)} Exoscale zones, "
         "one network each, every other setting default (demo and smoke test on).",
         f"Evaluation wall time: median of {runs} fresh `run_program` calls after a warm-up call (which "
-        "generates the mocks' RSA keys). Mock handlers CPU: thread CPU time inside `MeshMocks` during those "
+        "generates the mocks' RSA keys); eval / reference: the fastest call over the fastest run of a "
+        "fixed reference workload timed just before each call (`reference_workload`), comparable across "
+        "machines and loads where seconds are not. Mock handlers CPU: thread CPU time inside `MeshMocks` during those "
         "calls (median); the wall time includes it. Peak memory: tracemalloc peak of one more call (Python "
         "allocations only). Critical path: the longest chain of dependencies (dependencies, provider, parent) "
         "weighted by the duration table; serial: every resource one after the other.",
@@ -252,6 +309,8 @@ def report(results: Sequence[Result], targets: Sequence[Target], runs: int, host
         *results_table(results),
         "",
         "## Targets",
+        "",
+        "On the dependency graph only: evaluation seconds are reported above, not gated on.",
         "",
         *_table(("target", "observed", "met"),
                 [(t.description, t.observed, "yes" if t.met else "**no**") for t in targets], "lll"),
@@ -275,9 +334,10 @@ def report(results: Sequence[Result], targets: Sequence[Target], runs: int, host
         "",
         *(f"1. `{r.name}` ({r.type}, {minutes_of(r):g} min)" for r in smallest.chain),
         "",
+        *measured,
         "## Duration table",
         "",
-        *_table(("Pulumi type", "minutes", "basis"),
+        *_table(("Pulumi type (Helm chart)", "minutes", "basis"),
                 [(f"`{typ}`", f"{minutes:g}", DURATION_NOTES.get(typ, "")) for typ, minutes in DURATIONS.items()]
                 + [("any other custom resource", f"{OTHER_MINUTES:g}", "one API call or local provider work"),
                    ("component resources, other providers", "0", "no cloud work; what they wait for still counts")],
@@ -285,6 +345,14 @@ def report(results: Sequence[Result], targets: Sequence[Target], runs: int, host
         "",
     ]
     return "\n".join(lines)
+
+
+def measured_section(timings_path: Path) -> list[str]:
+    """The Kubernetes part as `make e2e` measured it, on the graph of the stack it deployed."""
+    timings = read_timings(timings_path)
+    if timings is None:
+        return measured_report_lines(None, None)
+    return measured_report_lines(timings, compare(run_program(stack_config(timings.stack)).resources, timings))
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -297,23 +365,33 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(sizes)))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs per N (default %(default)s)")
     parser.add_argument("--sizes", type=parse_sizes, default=DEFAULT_SIZES,
-                        help="cluster counts, comma-separated (default 2,4,8,16)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="Markdown report to write (default bench/RESULTS.md)")
+                        help="cluster counts, comma-separated (default 2,3,8,16)")
+    destination = parser.add_mutually_exclusive_group()
+    destination.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                             help="Markdown report to write (default bench/.out/RESULTS.md, untracked)")
+    destination.add_argument("--update", dest="output", action="store_const", const=COMMITTED_OUTPUT,
+                             help="write the committed bench/RESULTS.md instead")
+    parser.add_argument("--e2e-timings", type=Path, default=E2E_TIMINGS,
+                        help="timings written by `make e2e` (default e2e/.out/timings.json)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be 1 or more")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     results = [measure(n, args.runs, log) for n in args.sizes]
     targets = check_targets(results)
-    text = report(results, targets, args.runs, machine())
+    text = report(results, targets, args.runs, machine(), measured_section(args.e2e_timings))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,8 +22,9 @@ from bench.graph import (
     minutes_of,
     serial_minutes,
 )
-from bench.run import generated_config
-from tests.harness import run_program
+from bench.measured import compare, read_timings, report_lines
+from bench.run import Result, check_targets, generated_config, parse_args
+from tests.harness import ROOT, run_program
 
 WORK = "test:index:Work"  # a custom resource type whose duration each test sets
 
@@ -203,3 +205,63 @@ def test_adding_clusters_does_not_lengthen_the_deploy(programs):
     (two, chain_two), (sixteen, chain_sixteen) = (critical_path(programs[n].resources) for n in (2, 16))
     assert two == sixteen, (names(chain_two), names(chain_sixteen))
     assert serial_minutes(programs[16].resources) > serial_minutes(programs[2].resources)
+
+
+def test_make_bench_writes_an_untracked_file_unless_asked_to_update_the_committed_one():
+    ignored = [line.strip().rstrip("/") for line in (ROOT / ".gitignore").read_text().splitlines()]
+    default = parse_args([]).output.relative_to(ROOT)
+    assert any(default.is_relative_to(entry) for entry in ignored if entry), default
+    assert parse_args(["--update"]).output == ROOT / "bench" / "RESULTS.md"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-m bench.run $(if $(UPDATE),--update)" in makefile
+
+
+def test_the_benchmark_gates_on_the_graph_not_on_seconds():
+    def result(clusters: int, seconds: float, critical: float, serial: float) -> Result:
+        return Result(clusters, 10 * clusters, [seconds], [0.01], [0.0], 1.0, critical, [], serial)
+
+    slow_machine = check_targets([result(2, 60.0, 9, 9 * 2.5), result(16, 600.0, 9, 9 * 15)])
+    assert all(target.met for target in slow_machine), slow_machine
+    serial_deploy = check_targets([result(2, 0.1, 9, 9 * 2.4), result(16, 0.1, 9.5, 9.5 * 20)])
+    assert [target.met for target in serial_deploy] == [False, False, True]
+
+
+KUBERNETES = "kubernetes:core/v1:"
+
+
+def write_timings(path, seconds: dict[tuple[str, str], float]) -> None:
+    path.write_text(json.dumps({
+        "stack": "dev", "clusters": 1, "kubernetes_version": "v1.34.2",
+        "phases": {"control_planes_seconds": 41.0, "apply_seconds": 95.2, "helm_seconds": 60.1,
+                   "teardown_seconds": 20.3},
+        "resources": [{"type": typ, "name": name, "seconds": s} for (typ, name), s in seconds.items()],
+    }))
+
+
+def test_without_e2e_timings_the_report_says_to_run_make_e2e(tmp_path):
+    assert read_timings(tmp_path / "timings.json") is None
+    assert any("no e2e measurement: run make e2e" in line for line in report_lines(None, None))
+
+
+def test_e2e_timings_are_printed_beside_the_table_per_row_and_on_the_kubernetes_critical_path(tmp_path):
+    cluster = Node("c1", type=SKS_CLUSTER)
+    provider = Node("c1-k8s", {cluster.urn}, type="pulumi:providers:kubernetes")
+    namespace = Node("c1-ns", type=f"{KUBERNETES}Namespace", provider_urn=provider.urn)
+    base = Node("c1-base", {namespace.urn}, type=HELM_RELEASE, provider_urn=provider.urn, inputs={"chart": "base"})
+    istiod = Node("c1-istiod", {base.urn}, type=HELM_RELEASE, provider_urn=provider.urn, inputs={"chart": "istiod"})
+    unmeasured = Node("c1-secret", type=f"{KUBERNETES}Secret", provider_urn=provider.urn)
+    path = tmp_path / "timings.json"
+    write_timings(path, {(namespace.type, "c1-ns"): 3.0, (HELM_RELEASE, "c1-base"): 12.0,
+                         (HELM_RELEASE, "c1-istiod"): 45.0, (HELM_RELEASE, "c1-removed-release"): 7.0})
+    timings = read_timings(path)
+    comparison = compare([cluster, provider, namespace, base, istiod, unmeasured], timings)
+
+    # Namespace, then base, then istiod: 60 s measured; the SKS cluster is not Kubernetes.
+    assert comparison.measured_minutes == 1.0
+    measured = {row.key: row.measured_seconds for row in comparison.rows}
+    assert measured[helm_chart("base")] == [12.0] and measured[HELM_RELEASE] == [45.0]
+    assert measured[f"{KUBERNETES}Secret"] == []
+    assert comparison.unmeasured == ["c1-secret"] and comparison.unmatched == ["c1-removed-release"]
+    text = "\n".join(report_lines(timings, comparison))
+    assert "measured 1.00 min" in text and "apply (whole program run) 95.2 s" in text
+    assert f"| `{HELM_RELEASE}` | 1 | {DURATIONS[HELM_RELEASE] * 60:g} | 45.0 | 45.0 |" in text
