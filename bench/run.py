@@ -41,8 +41,8 @@ from bench.graph import (
     serial_minutes,
 )
 from components.config import EXOSCALE_ZONES
-from tests.harness import run_program
-from tests.mocks import MeshMocks
+from testing.mocks import MeshMocks
+from testing.program import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "RESULTS.md"

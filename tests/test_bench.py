@@ -9,7 +9,7 @@ import pytest
 
 from bench.graph import DURATIONS, OTHER_MINUTES, SKS_CLUSTER, critical_path, finish_times, serial_minutes
 from bench.run import generated_config
-from tests.harness import run_program
+from testing.program import run_program
 
 WORK = "test:index:Work"  # a custom resource type whose duration each test sets
 

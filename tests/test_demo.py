@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from components.demo import smoke_test_script
-from tests.harness import Recording, run_program, stack_config, validate_kubernetes
+from testing.program import Recording, run_program, stack_config
+from tests.harness import validate_kubernetes
 from tests.istio_schemas import chart_defaults, unknown_value_keys, validate_gateway_values, validate_istio_object
 
 WEBTEST_IMAGE = "exo.container-registry.com/exoscale-images/exo-webtest:v2"

@@ -5,7 +5,7 @@ import jsonschema
 import pytest
 
 from components.config import parse_config
-from tests.harness import Recording, run_program, stack_config
+from testing.program import Recording, run_program, stack_config
 from tests.istio_schemas import (
     chart_defaults,
     unknown_value_keys,

@@ -34,7 +34,7 @@ from pulumi_policy.proxy import (
 )
 
 from policy import mesh_policies as mp
-from tests.harness import Recording, Registered, run_program, stack_config
+from testing.program import Recording, Registered, run_program, stack_config
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = ROOT / "policy"

@@ -5,7 +5,7 @@ import base64
 
 import yaml
 
-from tests.harness import Recording, plaintext_strings, run_failing_program, run_program, stack_config
+from testing.program import Recording, plaintext_strings, run_failing_program, run_program, stack_config
 
 SKS = "exoscale:index/sksCluster:SksCluster"
 NODEPOOL = "exoscale:index/sksNodepool:SksNodepool"

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from components.config import CONFIG_KEYS, parse_config
-from tests.harness import ROOT, run_program, stack_config
+from testing.program import ROOT, run_program, stack_config
 
 README = (ROOT / "README.md").read_text()
 MAKEFILE = (ROOT / "Makefile").read_text()

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from components.remote_access import reader_kubeconfig
-from tests.harness import SECRET_SIG, SIG_KEY, Recording, validate_kubernetes
-from tests.mocks import cluster_ca
+from testing.mocks import cluster_ca
+from testing.program import Recording, is_wire_secret
+from tests.harness import validate_kubernetes
 
 
 def remote_secrets(recording: Recording) -> dict[tuple[str, str], object]:
@@ -71,7 +72,7 @@ def test_remote_secrets_wait_for_the_targets_reader_rbac_from_istiod(recording):
 
 def test_remote_secret_contents_are_pulumi_secrets(recording):
     for secret in remote_secrets(recording).values():
-        assert secret.wire_inputs["stringData"][SIG_KEY] == SECRET_SIG
+        assert is_wire_secret(secret.wire_inputs["stringData"])
 
 
 def test_remote_secrets_are_valid_kubernetes_secrets(recording):

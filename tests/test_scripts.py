@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT
+from testing.program import ROOT
 
 CREDENTIALS = {"EXOSCALE_API_KEY": "EXOtest", "EXOSCALE_API_SECRET": "secret", "PULUMI_CONFIG_PASSPHRASE": "pass"}
 
