@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PROJECT = "sks-istio-mesh"
+from mesh_constants import PROJECT
 
 # Zones that offer SKS (egoscale v3 zone list; reference/exoscale-sks-and-pulumi.md §8).
 EXOSCALE_ZONES = (

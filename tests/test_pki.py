@@ -17,7 +17,7 @@ ISTIOD_SAN = "istiod.istio-system.svc"
 
 
 def cacerts(recording: Recording, cluster: str) -> dict[str, str]:
-    secret = recording.named(f"{cluster}-istio-cacerts", "kubernetes:core/v1:Secret")
+    secret = recording.named(f"{cluster}-cacerts", "kubernetes:core/v1:Secret")
     assert secret.inputs["metadata"]["name"] == "cacerts"
     assert secret.inputs["metadata"]["namespace"] == "istio-system"
     return secret.inputs["stringData"]
@@ -116,7 +116,7 @@ def test_root_certificate_is_exported_and_equals_every_clusters_root(dev):
 
 def test_every_key_bearing_input_is_a_pulumi_secret(dev):
     for cluster in CLUSTERS:
-        wire = dev.named(f"{cluster}-istio-cacerts").wire_inputs
+        wire = dev.named(f"{cluster}-cacerts").wire_inputs
         assert is_wire_secret(wire["stringData"])
         csr = dev.named(f"mesh-ca-{cluster}-intermediate-csr").wire_inputs
         assert is_wire_secret(csr["privateKeyPem"])

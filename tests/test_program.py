@@ -108,7 +108,7 @@ def test_removing_a_cluster_removes_only_its_resources_and_remote_secrets(dev, t
 
 def test_teardown_removes_gateway_then_nlb_then_nodepool_then_cluster(dev):
     for cluster in ("cluster1", "cluster2"):
-        gateway = dev.named(f"{cluster}-istio-istio-eastwestgateway", RELEASE)
+        gateway = dev.named(f"{cluster}-istio-eastwestgateway", RELEASE)
         nlb = dev.named(f"{cluster}-eastwest", NLB)
         nodepool = dev.named(f"{cluster}-nodepool", NODEPOOL)
         sks = dev.named(cluster, SKS)
