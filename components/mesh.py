@@ -48,7 +48,7 @@ class Mesh(pulumi.ComponentResource):
         settings = args.settings
         name_prefix = f"{PROJECT}-{args.stack}"
         child = pulumi.ResourceOptions(parent=self)
-        charts = IstioCharts(settings.istio_version, settings.istio_chart_repository, settings.helm.timeout_seconds)
+        charts = IstioCharts(settings.istio_version, settings.istio_chart_repository, settings.helm_timeout_seconds)
 
         clusters = {
             c.name: MeshCluster(c.name, MeshClusterArgs(
@@ -108,20 +108,19 @@ class Mesh(pulumi.ComponentResource):
 
         self.demo_curl_command = None
         self.demo_ingress_url = None
-        demo = settings.demo
-        if demo.enabled:
+        if settings.demo_enabled:
             app = DemoApp("exodemo", DemoAppArgs(
                 clusters=tuple(
                     DemoCluster(name=name, provider=clusters[name].provider, control_plane=control_plane)
                     for name, control_plane in control_planes.items()
                 ),
-                server_cluster=demo.server_cluster,
-                client_cluster=demo.client_cluster,
-                curl_image=demo.curl_image,
-                extra_webtest_clusters=tuple(cluster for cluster, _ in demo.ingress_weights),
+                server_cluster=settings.demo_server_cluster,
+                client_cluster=settings.demo_client_cluster,
+                curl_image=settings.curl_image,
+                extra_webtest_clusters=tuple(sorted(settings.demo_ingress_weights)),
             ), child)
             self.demo_curl_command = app.curl_command
-            if demo.smoke_test:
+            if settings.smoke_test:
                 fingerprint = pulumi.Output.all(
                     pki.root_cert_pem, *(ca.cert_pem for ca in pki.intermediates.values())
                 ).apply(lambda pems: mesh_fingerprint({
@@ -131,15 +130,15 @@ class Mesh(pulumi.ComponentResource):
                     "certificates": sorted(pem or "" for pem in pems),
                 }))
                 SmokeTest("exodemo-smoke-test", SmokeTestArgs(
-                    cluster_name=demo.client_cluster,
-                    provider=clusters[demo.client_cluster].provider,
-                    namespace=app.namespaces[demo.client_cluster],
-                    curl_image=demo.curl_image,
+                    cluster_name=settings.demo_client_cluster,
+                    provider=clusters[settings.demo_client_cluster].provider,
+                    namespace=app.namespaces[settings.demo_client_cluster],
+                    curl_image=settings.curl_image,
                     mesh_fingerprint=fingerprint,
                     proves=(app, *gateways.values(), remote_secrets),
                 ), child)
-            if demo.ingress_weights:
-                server = demo.server_cluster
+            if settings.demo_ingress_weights:
+                server = settings.demo_server_cluster
                 self.demo_ingress_url = DemoIngress("exodemo-ingress", DemoIngressArgs(
                     cluster_name=server,
                     zone=settings.cluster(server).zone,
@@ -150,7 +149,7 @@ class Mesh(pulumi.ComponentResource):
                     control_plane=control_planes[server],
                     charts=charts,
                     name_prefix=name_prefix,
-                    weights=demo.ingress_weights,
+                    weights=tuple(sorted(settings.demo_ingress_weights.items())),
                 ), child).url
 
         self.clusters = {

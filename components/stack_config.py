@@ -7,12 +7,17 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.config import PROJECT, ConfigError, MeshSettings, parse_config
+from components.config import ConfigError, MeshSettings, parse_config
+from mesh_constants import PROJECT
 
 
 def _project_config() -> dict[str, Any]:
     """Every `sks-istio-mesh:*` key of the stack, so unknown (misspelt) keys are reported too."""
     prefix = f"{PROJECT}:"
+    # The SDK's only interfaces are per key (pulumi.Config.get): nothing public lists the keys a
+    # stack sets. The CLI hands them to the program in PULUMI_CONFIG (get_config_env, public) and
+    # the language host, Automation API and mocks load them into runtime_config.CONFIG; this one
+    # read of the SDK's config map is the adapter for that gap.
     everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     return {key.removeprefix(prefix): value for key, value in everything.items() if key.startswith(prefix)}
 
