@@ -46,10 +46,8 @@ DNS_LABEL = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
 DNS_LABEL_TEXT = "a DNS label: lowercase letters, digits and '-', starting with a letter, 1-40 characters"
 BIGGER_SIZES = INSTANCE_SIZES[INSTANCE_SIZES.index(MINIMUM_INSTANCE_SIZE):]
 
-DEFAULT_CLUSTERS: tuple[dict[str, Any], ...] = (
-    {"name": "cluster1", "zone": "de-fra-1", "network": "network1"},
-    {"name": "cluster2", "zone": "at-vie-2", "network": "network2"},
-)
+# Namespaces a stack file's keys may use besides the project's: the providers' and Pulumi's own.
+OTHER_NAMESPACES = ("exoscale", "kubernetes", "tls", "pulumi")
 
 
 def setting(
@@ -93,8 +91,10 @@ class ClusterSettings(_Model):
                                             shown_default="(required)")
     network: str | None = setting(None, pattern=DNS_LABEL, shown_default="network-<name>",
                                   allowed=f"{DNS_LABEL_TEXT}; one per cluster (its Istio network)")
-    kubernetes_version: str | None = setting(None, pattern=r"^\d+\.\d+\.\d+$", shown_default="latest SKS version",
-                                             allowed="a full SKS version X.Y.Z such as 1.34.3, or unset for the latest")
+    kubernetes_version: str | None = setting(
+        None, pattern=r"^\d+\.\d+\.\d+$", shown_default="newest SKS version",
+        allowed="unset (the newest at creation), or a full SKS version X.Y.Z, which a replacement cannot use once "
+                "SKS drops it")
     cni: Literal["calico", "cilium"] = setting("calico", allowed="one of calico, cilium")
     service_level: Literal["pro", "starter"] = setting("pro", allowed="one of pro, starter")
     nodepool: NodepoolSettings = setting(NodepoolSettings(), allowed="an object with instanceType, size, diskSize")
@@ -125,9 +125,8 @@ class PkiSettings:
 class MeshSettings(_Model):
     """Every `sks-istio-mesh:*` key of a stack, in the README's order."""
 
-    clusters: tuple[ClusterSettings, ...] = setting(
-        tuple(ClusterSettings.model_validate(c) for c in DEFAULT_CLUSTERS), min_length=1,
-        allowed="a non-empty list of cluster objects", shown_default="cluster1 de-fra-1, cluster2 at-vie-2")
+    # Required: clusters cost money, so none are created that the stack does not list.
+    clusters: tuple[ClusterSettings, ...] = setting(min_length=1, allowed="a non-empty list of cluster objects")
     mesh_id: str = setting("mesh1", pattern=DNS_LABEL, allowed=DNS_LABEL_TEXT)
     istio_version: Annotated[str, AfterValidator(_istio_release)] = setting(
         "1.30.3", allowed="an Istio release X.Y.Z, 1.26.0 or newer")
@@ -278,13 +277,28 @@ def _locate(loc: tuple[Any, ...], data: Any) -> tuple[str, Any, type[BaseModel],
     return key, data, model, field
 
 
-def parse_config(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> MeshSettings:
-    """Turn the stack's config (keys without the project prefix) into validated settings.
+def _foreign(other_keys: frozenset[str]) -> list[str]:
+    """Keys of another namespace than the project's, a provider's or Pulumi's: most likely a
+    misspelt project name, whose keys the program would otherwise never see."""
+    allowed = f"{PROJECT}, {', '.join(OTHER_NAMESPACES[:-1])} or {OTHER_NAMESPACES[-1]}"
+    return [f"{key}: unknown namespace {key.split(':')[0]}; stack config keys belong to {allowed} "
+            f"(did you mean {PROJECT}:{key.split(':', 1)[-1]}?)"
+            for key in sorted(other_keys) if key.split(":")[0] not in (PROJECT, *OTHER_NAMESPACES)]
+
+
+def parse_config(
+    raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset(), other_keys: frozenset[str] = frozenset()
+) -> MeshSettings:
+    """Turn the stack's config (keys without the project prefix; `other_keys`: every other key of
+    the stack, with its namespace) into validated settings.
 
     Raises ConfigError listing every problem, one line each; values of secret keys are never echoed.
     """
     data = {key: _decoded(value) for key, value in raw.items()}
-    settings, problems, reported = None, [], set()
+    problems = _foreign(other_keys)
+    # A key set in a misspelt namespace is reported there, not again as missing here.
+    reported = {p.split(":", 2)[1] for p in problems}
+    settings = None
     try:
         settings = MeshSettings.model_validate(data, context={"secret_keys": secret_keys})
     except ValidationError as error:

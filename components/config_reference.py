@@ -14,13 +14,13 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from components.config import NESTED_MODELS, MeshSettings
+from components.config import NESTED_MODELS, OTHER_NAMESPACES, MeshSettings
 from mesh_constants import PROJECT
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "schema" / "stack-config.schema.json"
-# Where other namespaces' keys may appear in a stack file (providers' settings, pulumi:...).
-OTHER_NAMESPACE_KEY = rf"^(?!{PROJECT}:)[^:]+:.+$"
+# The other namespaces a stack file's keys may use (providers' settings, pulumi:...).
+OTHER_NAMESPACE_KEY = rf"^({'|'.join(OTHER_NAMESPACES)}):.+$"
 
 
 def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
@@ -50,6 +50,8 @@ def _default(field: FieldInfo) -> str:
     extra = field.json_schema_extra
     if isinstance(extra, dict) and "shownDefault" in extra:
         return str(extra["shownDefault"])
+    if field.is_required():
+        return "(required)"
     return str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
 
 

@@ -23,9 +23,14 @@ def two_clusters(**first: object) -> list[dict]:
     return [cluster("cluster1", **first), cluster("cluster2", "at-vie-2")]
 
 
-def problems(raw: dict, secret_keys: frozenset[str] = frozenset()) -> list[str]:
+def parse(raw: dict, secret_keys: frozenset[str] = frozenset(), other_keys: frozenset[str] = frozenset()):
+    """parse_config with the tutorial's two clusters unless `raw` lists its own."""
+    return parse_config({"clusters": two_clusters(), **raw}, secret_keys, other_keys)
+
+
+def problems(raw: dict, secret_keys: frozenset[str] = frozenset(), other_keys: frozenset[str] = frozenset()):
     with pytest.raises(ConfigError) as caught:
-        parse_config(raw, secret_keys)
+        parse(raw, secret_keys, other_keys)
     return caught.value.problems
 
 
@@ -35,13 +40,20 @@ def only_problem(raw: dict, secret_keys: frozenset[str] = frozenset()) -> str:
     return found[0]
 
 
-def test_unset_config_gives_the_tutorials_two_clusters_in_two_zones():
-    settings = parse_config({})
+def test_two_clusters_default_to_the_tutorials_mesh_and_demo_across_them():
+    settings = parse({})
     assert [(c.name, c.zone, c.network) for c in settings.clusters] == [
-        ("cluster1", "de-fra-1", "network1"), ("cluster2", "at-vie-2", "network2")]
+        ("cluster1", "de-fra-1", "cluster1-net"), ("cluster2", "at-vie-2", "cluster2-net")]
     assert settings.istio_version == "1.30.3"
     assert settings.demo_server_cluster == "cluster2"
     assert settings.demo_client_cluster == "cluster1"
+
+
+def test_the_cluster_list_is_required_rather_than_defaulting_to_billed_clusters():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"meshId": "mesh1"})
+    assert caught.value.problems == [
+        "sks-istio-mesh:clusters: missing; expected a non-empty list of cluster objects"]
 
 
 def test_structured_config_arrives_as_json_text_like_the_cli_sends_it():
@@ -199,12 +211,12 @@ def test_bring_your_own_root_key_must_be_a_secret_and_is_never_echoed():
 
 
 def test_bring_your_own_root_is_accepted_with_a_secret_key():
-    settings = parse_config({"rootCaCertPem": ROOT_PEM, "rootCaKeyPem": KEY_PEM}, frozenset({"rootCaKeyPem"}))
+    settings = parse({"rootCaCertPem": ROOT_PEM, "rootCaKeyPem": KEY_PEM}, frozenset({"rootCaKeyPem"}))
     assert settings.pki.bring_your_own_root and settings.pki.root_cert_pem == ROOT_PEM
 
 
 def test_settings_are_frozen():
-    settings = parse_config({})
+    settings = parse({})
     with pytest.raises(ValidationError, match="frozen"):
         settings.clusters[0].name = "other"  # type: ignore[misc]
 
@@ -258,4 +270,17 @@ def test_a_duplicate_name_is_blamed_on_the_repeating_entry_even_after_an_invalid
 
 @pytest.mark.parametrize("weights", [{}, "{}"])
 def test_the_documented_default_of_no_ingress_weights_is_accepted(weights):
-    assert parse_config({"demoIngressWeights": weights}).demo_ingress_weights == {}
+    assert parse({"demoIngressWeights": weights}).demo_ingress_weights == {}
+
+
+def test_a_key_in_a_misspelt_namespace_is_one_line_naming_the_allowed_namespaces():
+    found = problems({}, other_keys=frozenset({"sks-istio-msh:meshId", "exoscale:key", "pulumi:tags"}))
+    assert found == ["sks-istio-msh:meshId: unknown namespace sks-istio-msh; stack config keys belong to "
+                     "sks-istio-mesh, exoscale, kubernetes, tls or pulumi (did you mean sks-istio-mesh:meshId?)"]
+
+
+def test_a_misspelt_cluster_list_is_not_also_reported_missing():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({}, other_keys=frozenset({"sks-istio-msh:clusters"}))
+    [problem] = caught.value.problems
+    assert problem.startswith("sks-istio-msh:clusters: unknown namespace sks-istio-msh")

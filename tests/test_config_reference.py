@@ -36,6 +36,7 @@ def test_every_stack_file_names_the_schema_and_validates_against_it(stack_file):
 
 @pytest.mark.parametrize(("key", "value"), [
     ("sks-istio-mesh:meshID", "mesh1"),
+    ("sks-istio-msh:meshId", "mesh1"),
     ("sks-istio-mesh:clusters", [{"name": "c1", "zone": "mars-1"}]),
     ("sks-istio-mesh:clusters", [{"name": "c1", "zone": "de-fra-1", "nodePool": {"size": 3}}]),
     ("sks-istio-mesh:kubeconfigTtlSeconds", 60),
@@ -47,7 +48,8 @@ def test_schema_rejects_what_the_program_rejects(key, value):
 
 
 def test_schema_accepts_values_as_pulumi_config_set_writes_them():
-    stack = {"config": {"sks-istio-mesh:kubeconfigTtlSeconds": "86400", "sks-istio-mesh:mtlsStrict": "false",
+    stack = {"config": {"sks-istio-mesh:clusters": [{"name": "c1", "zone": "de-fra-1"}],
+                        "sks-istio-mesh:kubeconfigTtlSeconds": "86400", "sks-istio-mesh:mtlsStrict": "false",
                         "sks-istio-mesh:rootCaKeyPem": {"secure": "v1:abc"}, "exoscale:key": "x"}}
     assert list(validator().iter_errors(stack)) == []
 
@@ -55,6 +57,10 @@ def test_schema_accepts_values_as_pulumi_config_set_writes_them():
 def test_every_key_of_the_schema_has_a_readme_row():
     keys = {k.removeprefix("sks-istio-mesh:") for k in stack_file_schema()["properties"]["config"]["properties"]}
     assert keys == {row[0] for row in table_rows() if "." not in row[0]}
+
+
+def test_the_schema_requires_the_cluster_list():
+    assert "sks-istio-mesh:clusters" in stack_file_schema()["properties"]["config"]["required"]
 
 
 def test_readme_rows_state_the_limits_a_user_must_know():

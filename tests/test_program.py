@@ -196,3 +196,18 @@ def test_prod_stack_runs_three_protected_pro_clusters_with_three_nodes():
     assert prod.named("mesh-ca-root-key").protect
     assert len(prod.k8s_objects("PeerAuthentication")) == 3
     assert all(c.inputs["name"].startswith("sks-istio-mesh-prod-") for c in clusters)
+
+
+def test_a_misspelt_namespace_deploys_nothing_and_names_the_key():
+    clusters = stack_config("dev")["clusters"]
+    error, registered = run_failing_program({}, other_config={"sks-istio-msh:clusters": clusters})
+    assert registered == []
+    assert "sks-istio-msh:clusters: unknown namespace sks-istio-msh" in str(error)
+    assert "sks-istio-mesh:clusters: missing" not in str(error)
+
+
+def test_provider_and_pulumi_namespaces_are_left_to_their_owners():
+    recording = run_program(stack_config("dev"), other_config={
+        "exoscale:timeout": "600", "kubernetes:deleteUnreachable": "true", "tls:proxy": "{}",
+        "pulumi:disable-default-providers": '["kubernetes"]'})
+    assert len(recording.of_type(SKS)) == 2
