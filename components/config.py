@@ -148,7 +148,8 @@ class MeshSettings(_Model):
                                            allowed="a PEM certificate, set together with rootCaKeyPem")
     root_ca_key_pem: SecretStr | None = setting(None, shown_default="(generated)", secret=True,
                                                 allowed="a PEM private key, set with --secret")
-    demo_enabled: bool = setting(True, allowed="true or false")
+    # Opt-in: the demo's app and smoke test are for trying the mesh out, not for production.
+    demo_enabled: bool = setting(False, allowed="true or false (the exodemo app, its smoke test and ingress)")
     demo_server_cluster: str | None = setting(None, shown_default="second cluster", allowed="a configured cluster")
     demo_client_cluster: str | None = setting(None, shown_default="first cluster",
                                               allowed="a configured cluster other than demoServerCluster")

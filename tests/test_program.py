@@ -211,3 +211,19 @@ def test_provider_and_pulumi_namespaces_are_left_to_their_owners():
         "exoscale:timeout": "600", "kubernetes:deleteUnreachable": "true", "tls:proxy": "{}",
         "pulumi:disable-default-providers": '["kubernetes"]'})
     assert len(recording.of_type(SKS)) == 2
+
+
+def test_prod_stack_runs_no_demo_app_and_no_smoke_test():
+    prod = run_program(stack_config("prod"), stack="prod")
+    assert [r.name for r in prod.resources if "exodemo" in r.name or r.type.endswith(":Job")] == []
+    assert "demoCurlCommand" not in prod.outputs and "demoIngressUrl" not in prod.outputs
+
+
+def test_the_demo_is_opt_in_so_a_new_stack_deploys_only_the_mesh():
+    config = {k: v for k, v in stack_config("dev").items() if not k.startswith("demo")}
+    recording = run_program(config)
+    assert recording.k8s_objects("Job") == [] and "demoCurlCommand" not in recording.outputs
+
+
+def test_dev_stack_runs_the_demo_and_its_smoke_test(dev):
+    assert len(dev.k8s_objects("Job")) == 1 and "demoCurlCommand" in dev.outputs
