@@ -71,7 +71,7 @@ def test_outputs_table_names_the_programs_outputs(dev):
 
 
 def test_the_readmes_stacks_are_the_stack_files():
-    documented = set(re.findall(r"^- `Pulumi\.([a-z]+)\.yaml`", section("Stacks"), re.M))
+    documented = set(re.findall(r"^- `Pulumi\.([a-z0-9][a-z0-9-]*)\.yaml`", section("Stacks"), re.M))
     assert documented == {p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")}
 
 
