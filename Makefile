@@ -5,7 +5,7 @@ PYTHON ?= python3
 ACTIONLINT_VERSION ?= v1.7.12
 BIN := $(VENV)/bin
 
-.PHONY: deploy preview destroy test lint kubeconfig bench
+.PHONY: deploy preview destroy test lint kubeconfig bench schema
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,8 @@ kubeconfig: $(VENV)/.runtime-deps
 # Writes the untracked bench/.out/RESULTS.md; UPDATE=1 rewrites the committed bench/RESULTS.md.
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.run $(if $(UPDATE),--update)
+
+# After changing components/config.py: regenerates schema/stack-config.schema.json and prints the
+# README's config table.
+schema: $(VENV)/.runtime-deps
+	$(BIN)/python -m components.config_reference

@@ -8,26 +8,18 @@ import pulumi
 # The components package sits beside this file, wherever the program is launched from.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from components.mesh import build_mesh
+from components.mesh import Mesh, MeshArgs
 from components.stack_config import load_settings, root_ca_key
 
 settings = load_settings()
-mesh = build_mesh(settings, pulumi.get_stack(), root_key_pem=root_ca_key())
+mesh = Mesh("mesh", MeshArgs(settings=settings, stack=pulumi.get_stack(), root_key_pem=root_ca_key()))
 
-pulumi.export("clusters", {
-    name: {
-        "endpoint": cluster.endpoint,
-        "zone": settings.cluster(name).zone,
-        "network": settings.cluster(name).network,
-        "eastwestGatewayIp": cluster.eastwest_nlb.ip_address,
-    }
-    for name, cluster in mesh.clusters.items()
-})
-pulumi.export("kubeconfig", mesh.merged_kubeconfig)
-pulumi.export("rootCertPem", mesh.pki.root_cert_pem)
+pulumi.export("clusters", mesh.clusters)
+pulumi.export("kubeconfig", mesh.kubeconfig)
+pulumi.export("rootCertPem", mesh.root_cert_pem)
 pulumi.export("istioVersion", settings.istio_version)
 pulumi.export("meshId", settings.mesh_id)
-if mesh.demo is not None:
-    pulumi.export("demoCurlCommand", mesh.demo.curl_command)
-    if mesh.demo.ingress_url is not None:
-        pulumi.export("demoIngressUrl", mesh.demo.ingress_url)
+if mesh.demo_curl_command is not None:
+    pulumi.export("demoCurlCommand", mesh.demo_curl_command)
+if mesh.demo_ingress_url is not None:
+    pulumi.export("demoIngressUrl", mesh.demo_ingress_url)

@@ -1,6 +1,6 @@
 """The deploy's dependency graph, weighted with typical durations: critical path and serial sum.
 
-Pure: works on anything shaped like tests.harness.Registered (urn, name, type, parent, custom,
+Pure: works on anything shaped like testing.program.Registered (urn, name, type, parent, custom,
 inputs, all_dependencies) and imports nothing from Pulumi, so it is tested on hand-made graphs.
 
 A resource starts once everything it depends on exists: its dependencies, its provider (both in

@@ -9,6 +9,8 @@ import pulumi_kubernetes as k8s
 import pulumiverse_exoscale as exoscale
 
 from components.config import ClusterSettings
+from components.readiness import Readiness, readiness_of
+from mesh_constants import CLUSTER_TYPE
 
 ANYWHERE = "0.0.0.0/0"
 NODEPORTS = (30000, 32767)
@@ -62,14 +64,23 @@ class MeshCluster(pulumi.ComponentResource):
     """SKS cluster, node security group, anti-affinity group, nodepool, admin kubeconfig,
     the east-west gateway's NLB and an explicit Kubernetes provider."""
 
+    # Shared with the components that deploy into this cluster (Pulumi's multi-cluster pattern).
     provider: k8s.Provider
+    cluster_id: pulumi.Output[str]
     endpoint: pulumi.Output[str]
-    kubeconfig: pulumi.Output[str]
-    eastwest_nlb: exoscale.Nlb
-    nodepool: exoscale.SksNodepool
+    # The API server's CA (PEM) as SKS reports it.
+    api_ca_pem: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]  # secret
+    instance_pool_id: pulumi.Output[str]
+    eastwest_nlb_id: pulumi.Output[str]
+    eastwest_ip: pulumi.Output[str]
+    # For `depends_on` of workloads: pods need nodes, and the provider does not wait for them.
+    # The nodepool alone, so a workload waits for the nodes (and goes before them on destroy)
+    # without waiting for the NLB or the kubeconfig.
+    nodes_ready: Readiness
 
     def __init__(self, name: str, args: MeshClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("sks-istio-mesh:cluster:MeshCluster", name, None, opts)
+        super().__init__(CLUSTER_TYPE, name, None, opts)
         settings = args.settings
         exoscale_name = f"{args.name_prefix}-{settings.name}"
         child = pulumi.ResourceOptions(parent=self)
@@ -117,7 +128,7 @@ class MeshCluster(pulumi.ComponentResource):
             description=f"Istio mesh {args.mesh_id}, network {settings.network}",
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
-        self.nodepool = exoscale.SksNodepool(
+        nodepool = exoscale.SksNodepool(
             f"{name}-nodepool",
             cluster_id=cluster.id,
             zone=settings.zone,
@@ -147,7 +158,7 @@ class MeshCluster(pulumi.ComponentResource):
         # The east-west gateway's load balancer is owned here rather than by the cloud controller,
         # so `pulumi destroy` deletes it (after the gateway, before the nodepool it targets)
         # instead of leaving a billed NLB behind (terraform-provider-exoscale#210).
-        self.eastwest_nlb = exoscale.Nlb(
+        eastwest_nlb = exoscale.Nlb(
             f"{name}-eastwest",
             zone=settings.zone,
             name=f"{exoscale_name}-eastwest",
@@ -156,12 +167,12 @@ class MeshCluster(pulumi.ComponentResource):
             # Destroy order: a nodepool cannot be deleted while an NLB service targets its
             # instance pool, and the CCM removes its services only asynchronously after the
             # gateway Service is gone; deleting the NLB (and its services) first unblocks it.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nodepool]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[nodepool]),
         )
 
         # cluster_identifier keeps the provider (and every object it manages) when the kubeconfig
         # is renewed. No wait for the nodepool: namespaces, Secrets, CRDs and RBAC need only the
-        # API server, so they are applied while the nodes boot; workloads wait for `nodepool`
+        # API server, so they are applied while the nodes boot; workloads wait for `nodes_ready`
         # themselves, which also removes them before the nodes on destroy.
         self.provider = k8s.Provider(
             f"{name}-k8s",
@@ -172,10 +183,13 @@ class MeshCluster(pulumi.ComponentResource):
         )
         self.cluster_id = cluster.id
         self.api_ca_pem = cluster.control_plane_ca
-        self.instance_pool_id = self.nodepool.instance_pool_id
+        self.instance_pool_id = nodepool.instance_pool_id
+        self.eastwest_nlb_id = eastwest_nlb.id
+        self.eastwest_ip = eastwest_nlb.ip_address
+        self.nodes_ready = readiness_of(nodepool)
         self.register_outputs({
             "endpoint": self.endpoint,
             "cluster_id": self.cluster_id,
             "instance_pool_id": self.instance_pool_id,
-            "eastwest_ip": self.eastwest_nlb.ip_address,
+            "eastwest_ip": self.eastwest_ip,
         })

@@ -13,14 +13,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.pki import IntermediateCa
+from components.readiness import Readiness, readiness_of
+from mesh_constants import CCM_ANNOTATION, CONTROL_PLANE_TYPE, EASTWEST_GATEWAY, EASTWEST_GATEWAY_TYPE
 
 ISTIO_NAMESPACE = "istio-system"
 NETWORK_LABEL = "topology.istio.io/network"
-EASTWEST_GATEWAY = "istio-eastwestgateway"
 EASTWEST_SELECTOR = {"istio": "eastwestgateway"}
 READER_SERVICE_ACCOUNT = "istio-reader-service-account"
 READER_TOKEN_SECRET = "istio-reader-service-account-istio-remote-secret-token"
-CCM_ANNOTATION = "service.beta.kubernetes.io/exoscale-loadbalancer-"
 # The base chart only installs CRDs and RBAC: it is quick, or something is badly wrong.
 BASE_TIMEOUT_SECONDS = 300
 
@@ -36,22 +36,44 @@ class ReleasePolicy:
 
 
 @dataclass(frozen=True)
+class IstioCharts:
+    """Where and at which version Helm gets Istio's charts, and how long a release may take."""
+
+    version: str
+    # Fetched at every preview as well as at up.
+    repository: str
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
 class IstioControlPlaneArgs:
     cluster_name: str
     network: str
     mesh_id: str
-    istio_version: str
-    # Where Helm fetches the charts from, at every preview as well as at up.
-    chart_repository: str
+    charts: IstioCharts
     provider: k8s.Provider
     ca: IntermediateCa
     root_cert_pem: pulumi.Input[str]
-    eastwest_nlb_id: pulumi.Input[str]
-    instance_pool_id: pulumi.Input[str]
-    # The cluster's nodepool: pods need nodes, API objects do not (the provider does not wait).
-    nodes: pulumi.Resource
-    helm_timeout_seconds: int
+    # The cluster's MeshCluster.nodes_ready: istiod's pods need nodes, its API objects do not.
+    nodes_ready: Readiness
     mtls_strict: bool = True
+
+
+@dataclass(frozen=True)
+class EastWestGatewayArgs:
+    cluster_name: str
+    network: str
+    charts: IstioCharts
+    provider: k8s.Provider
+    # istio-system, from the cluster's control plane.
+    namespace: pulumi.Input[str]
+    # The cluster's IstioControlPlane.istiod_ready: the gateway's proxy image is injected by
+    # istiod's webhook, and istiod validates the cross-network Gateway.
+    istiod_ready: Readiness
+    nlb_id: pulumi.Input[str]
+    instance_pool_id: pulumi.Input[str]
+    # The cluster's MeshCluster.nodes_ready: the gateway's pods need nodes.
+    nodes_ready: Readiness
 
 
 def istiod_values(cluster_name: str, network: str, mesh_id: str) -> dict[str, Any]:
@@ -82,16 +104,16 @@ def eastwest_gateway_values(
 
 
 def istio_release(
-    resource_name: str, chart: str, release_name: str, namespace: pulumi.Input[str], version: str,
-    repository: str, values: dict[str, Any], policy: ReleasePolicy, opts: pulumi.ResourceOptions,
+    resource_name: str, chart: str, release_name: str, namespace: pulumi.Input[str], charts: IstioCharts,
+    values: dict[str, Any], policy: ReleasePolicy, opts: pulumi.ResourceOptions,
 ) -> k8s.helm.v3.Release:
     """A release of one of Istio's charts at the mesh's pinned version."""
     return k8s.helm.v3.Release(
         resource_name,
         name=release_name,  # a fixed name: Pulumi's random suffix would break the gateway selector
         chart=chart,
-        version=version,
-        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repository),
+        version=charts.version,
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=charts.repository),
         namespace=namespace,
         values=values,
         timeout=policy.timeout_seconds,
@@ -141,29 +163,49 @@ def strict_mtls_manifest() -> dict[str, Any]:
     }
 
 
+def _k8s_options(parent: pulumi.Resource, provider: k8s.Provider, **kwargs: Any) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions(parent=parent, provider=provider, **kwargs)
+
+
+def _custom_resource(
+    resource_name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions
+) -> k8s.apiextensions.CustomResource:
+    return k8s.apiextensions.CustomResource(
+        resource_name,
+        api_version=manifest["apiVersion"],
+        kind=manifest["kind"],
+        metadata=manifest["metadata"],
+        spec=manifest["spec"],
+        opts=opts,
+    )
+
+
 class IstioControlPlane(pulumi.ComponentResource):
-    namespace: k8s.core.v1.Namespace
-    istiod: k8s.helm.v3.Release
-    eastwest_gateway: k8s.helm.v3.Release
-    cross_network_gateway: k8s.apiextensions.CustomResource
-    reader_token: k8s.core.v1.Secret
+    """istio-system, `cacerts`, the base and istiod releases, mesh-wide mTLS and the reader token
+    that peers' remote secrets are built from."""
+
+    namespace: pulumi.Output[str]
+    # The base64 `data` of the reader service account's token Secret (keys `token`, `ca.crt`).
+    reader_token_data: pulumi.Output[dict[str, str]]
+    # istiod's release alone, for what needs its webhooks but not the rest of the control plane.
+    istiod_ready: Readiness
 
     def __init__(self, name: str, args: IstioControlPlaneArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("sks-istio-mesh:istio:IstioControlPlane", name, None, opts)
-        self._name = name
+        super().__init__(CONTROL_PLANE_TYPE, name, None, opts)
         self._args = args
+        cluster = args.cluster_name
 
-        self.namespace = k8s.core.v1.Namespace(
-            f"{name}-istio-system",
+        namespace = k8s.core.v1.Namespace(
+            f"{cluster}-{ISTIO_NAMESPACE}",
             metadata={"name": ISTIO_NAMESPACE, "labels": {NETWORK_LABEL: args.network}},
             opts=self._k8s(),
         )
-        namespace = self.namespace.metadata.name
+        self.namespace = namespace.metadata.name
         # istiod only uses a plugged-in CA that exists when it starts; otherwise it signs with a
         # self-signed root of its own and cross-cluster mTLS fails.
-        self.cacerts = k8s.core.v1.Secret(
-            f"{name}-cacerts",
-            metadata={"name": "cacerts", "namespace": namespace},
+        cacerts = k8s.core.v1.Secret(
+            f"{cluster}-cacerts",
+            metadata={"name": "cacerts", "namespace": self.namespace},
             string_data=pulumi.Output.secret({
                 "ca-cert.pem": args.ca.cert_pem,
                 "ca-key.pem": args.ca.key_pem,
@@ -174,68 +216,67 @@ class IstioControlPlane(pulumi.ComponentResource):
         )
         # Base goes into the labelled istio-system (named by a string, hence the explicit wait). It
         # holds CRDs, RBAC and webhook configurations only: no pods, so no wait for nodes.
-        self.base = self._release(
+        base = self._release(
             "base", "istio-base", {"defaultRevision": "default"},
-            ReleasePolicy(BASE_TIMEOUT_SECONDS, atomic=True), depends_on=[self.namespace],
+            ReleasePolicy(BASE_TIMEOUT_SECONDS, atomic=True), depends_on=[namespace],
         )
         # istiod needs its CRDs (base), the plugged-in CA (cacerts) and nodes to run on.
-        self.istiod = self._release(
+        istiod = self._release(
             "istiod", "istiod", istiod_values(args.cluster_name, args.network, args.mesh_id),
-            ReleasePolicy(args.helm_timeout_seconds, atomic=True), depends_on=[self.base, self.cacerts, args.nodes],
+            ReleasePolicy(args.charts.timeout_seconds, atomic=True), depends_on=[base, cacerts, args.nodes_ready],
         )
-        # The gateway's proxy image is injected by istiod's webhook, so istiod comes first; its pods
-        # need nodes. Not atomic: a slow NLB should not make Helm tear the Service down and churn
-        # NLB services; the next `pulumi up` resumes the release.
-        self.eastwest_gateway = self._release(
-            "gateway", EASTWEST_GATEWAY,
-            eastwest_gateway_values(args.network, args.eastwest_nlb_id, args.instance_pool_id),
-            ReleasePolicy(args.helm_timeout_seconds, atomic=False), depends_on=[self.istiod, args.nodes],
-        )
-        self.cross_network_gateway = self._custom_resource(
-            "cross-network-gateway", cross_network_gateway_manifest(), depends_on=[self.istiod]
-        )
-        self.strict_mtls = (
-            self._custom_resource("strict-mtls", strict_mtls_manifest(), depends_on=[self.istiod])
-            if args.mtls_strict else None
-        )
+        if args.mtls_strict:
+            _custom_resource(f"{cluster}-strict-mtls", strict_mtls_manifest(), self._k8s(depends_on=[istiod]))
         # A long-lived token for the reader service account that the base chart creates; peers'
         # remote secrets are built from it.
-        self.reader_token = k8s.core.v1.Secret(
-            f"{name}-reader-token",
+        reader_token = k8s.core.v1.Secret(
+            f"{cluster}-istio-reader-token",
             metadata={
                 "name": READER_TOKEN_SECRET,
-                "namespace": namespace,
+                "namespace": self.namespace,
                 "annotations": {"kubernetes.io/service-account.name": READER_SERVICE_ACCOUNT},
             },
             type="kubernetes.io/service-account-token",
-            opts=self._k8s(depends_on=[self.base], additional_secret_outputs=["data"]),
+            opts=self._k8s(depends_on=[base], additional_secret_outputs=["data"]),
         )
-        self.register_outputs({
-            "namespace": namespace,
-            "istiod_status": self.istiod.status,
-            "eastwest_gateway_status": self.eastwest_gateway.status,
-        })
+        self.reader_token_data = reader_token.data
+        self.istiod_ready = readiness_of(istiod)
+        self.register_outputs({"namespace": self.namespace, "istiod_status": istiod.status})
 
     def _k8s(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, provider=self._args.provider, **kwargs)
+        return _k8s_options(self, self._args.provider, **kwargs)
 
     def _release(
         self, chart: str, release_name: str, values: dict[str, Any], policy: ReleasePolicy,
         depends_on: list[pulumi.Resource],
     ) -> k8s.helm.v3.Release:
         return istio_release(
-            f"{self._name}-{release_name}", chart, release_name, ISTIO_NAMESPACE, self._args.istio_version,
-            self._args.chart_repository, values, policy, self._k8s(depends_on=depends_on),
+            f"{self._args.cluster_name}-{release_name}", chart, release_name, ISTIO_NAMESPACE, self._args.charts,
+            values, policy, self._k8s(depends_on=depends_on),
         )
 
-    def _custom_resource(
-        self, suffix: str, manifest: dict[str, Any], depends_on: list[pulumi.Resource]
-    ) -> k8s.apiextensions.CustomResource:
-        return k8s.apiextensions.CustomResource(
-            f"{self._name}-{suffix}",
-            api_version=manifest["apiVersion"],
-            kind=manifest["kind"],
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=self._k8s(depends_on=depends_on),
+
+class EastWestGateway(pulumi.ComponentResource):
+    """The east-west gateway release on the stack's NLB, and the cross-network Gateway that
+    exposes the cluster's services to the other networks on 15443."""
+
+    release_status: pulumi.Output[Any]
+
+    def __init__(self, name: str, args: EastWestGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(EASTWEST_GATEWAY_TYPE, name, None, opts)
+        cluster = args.cluster_name
+        # The gateway's proxy image is injected by istiod's webhook, so the control plane comes
+        # first; its pods need nodes. Not atomic: a slow NLB should not make Helm tear the Service
+        # down and churn NLB services; the next `pulumi up` resumes the release.
+        release = istio_release(
+            f"{cluster}-{EASTWEST_GATEWAY}", "gateway", EASTWEST_GATEWAY, args.namespace, args.charts,
+            eastwest_gateway_values(args.network, args.nlb_id, args.instance_pool_id),
+            ReleasePolicy(args.charts.timeout_seconds, atomic=False),
+            _k8s_options(self, args.provider, depends_on=[args.istiod_ready, args.nodes_ready]),
         )
+        _custom_resource(
+            f"{cluster}-cross-network-gateway", cross_network_gateway_manifest(),
+            _k8s_options(self, args.provider, depends_on=[args.istiod_ready]),
+        )
+        self.release_status = release.status
+        self.register_outputs({"release_status": self.release_status})

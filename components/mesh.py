@@ -1,4 +1,4 @@
-"""Wires the components into the whole mesh; __main__.py and the benchmark both call build_mesh."""
+"""The whole mesh as one component: clusters, PKI, control planes, remote secrets and the demo."""
 
 from __future__ import annotations
 
@@ -7,118 +7,177 @@ from dataclasses import dataclass
 import pulumi
 
 from components.cluster import MeshCluster, MeshClusterArgs
-from components.config import PROJECT, MeshSettings
-from components.demo import DemoCluster, ExoDemo, ExoDemoArgs, mesh_fingerprint
-from components.istio import IstioControlPlane, IstioControlPlaneArgs
+from components.config import MeshSettings
+from components.demo import DemoApp, DemoAppArgs, DemoCluster
+from components.demo_ingress import DemoIngress, DemoIngressArgs
+from components.istio import (
+    EastWestGateway,
+    EastWestGatewayArgs,
+    IstioCharts,
+    IstioControlPlane,
+    IstioControlPlaneArgs,
+)
 from components.kubeconfig import merge_kubeconfigs
 from components.pki import MeshPki, MeshPkiArgs
 from components.remote_access import RemoteCluster, RemoteSecrets, RemoteSecretsArgs
+from components.smoke_test import SmokeTest, SmokeTestArgs, mesh_fingerprint
+from mesh_constants import MESH_TYPE, PROJECT
 
 
 @dataclass(frozen=True)
-class Mesh:
-    clusters: dict[str, MeshCluster]
-    pki: MeshPki
-    control_planes: dict[str, IstioControlPlane]
-    remote_secrets: RemoteSecrets
-    demo: ExoDemo | None
-    merged_kubeconfig: pulumi.Output[str]
+class MeshArgs:
+    settings: MeshSettings
+    # The Pulumi stack: Exoscale names are account-wide, so they carry the project and the stack.
+    stack: str
+    # Bring-your-own root: its key as a secret Output (from config); None to generate a root.
+    root_key_pem: pulumi.Input[str] | None = None
 
 
-def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[str] | None = None) -> Mesh:
-    # Exoscale names are account-wide: they carry the project and the stack.
-    name_prefix = f"{PROJECT}-{stack}"
-    clusters = {
-        c.name: MeshCluster(c.name, MeshClusterArgs(
-            settings=c,
-            name_prefix=name_prefix,
-            mesh_id=settings.mesh_id,
-            kubeconfig_ttl_seconds=settings.kubeconfig_ttl_seconds,
-            kubeconfig_early_renewal_seconds=settings.kubeconfig_early_renewal_seconds,
-            protect=settings.protect,
-        ))
-        for c in settings.clusters
-    }
-    pki = MeshPki("mesh-ca", MeshPkiArgs(
-        settings=settings.pki,
-        cluster_names=tuple(clusters),
-        root_key_pem=root_key_pem,
-        protect_root=settings.protect,
-    ))
-    control_planes = {
-        c.name: IstioControlPlane(f"{c.name}-istio", IstioControlPlaneArgs(
-            cluster_name=c.name,
-            network=c.network,
-            mesh_id=settings.mesh_id,
-            istio_version=settings.istio_version,
-            chart_repository=settings.istio_chart_repository,
-            provider=clusters[c.name].provider,
-            ca=pki.intermediates[c.name],
-            root_cert_pem=pki.root_cert_pem,
-            eastwest_nlb_id=clusters[c.name].eastwest_nlb.id,
-            instance_pool_id=clusters[c.name].instance_pool_id,
-            nodes=clusters[c.name].nodepool,
-            helm_timeout_seconds=settings.helm.timeout_seconds,
-            mtls_strict=settings.mtls_strict,
-        ))
-        for c in settings.clusters
-    }
-    remote_secrets = RemoteSecrets("remote-secrets", RemoteSecretsArgs(clusters=tuple(
-        RemoteCluster(
-            name=name,
-            endpoint=clusters[name].endpoint,
-            provider=clusters[name].provider,
-            reader_token_data=control_plane.reader_token.data,
-            namespace=control_plane.namespace.metadata.name,
-            reader_rbac=control_plane.istiod,
-            api_ca_pem=clusters[name].api_ca_pem,
+class Mesh(pulumi.ComponentResource):
+    # Per cluster: endpoint, zone, network and the east-west gateway's public IP.
+    clusters: dict[str, dict[str, pulumi.Input[str]]]
+    # Secret: one admin context per cluster, named after the cluster.
+    kubeconfig: pulumi.Output[str]
+    root_cert_pem: pulumi.Output[str]
+    # None without the demo; the ingress URL also None without demoIngressWeights.
+    demo_curl_command: str | None
+    demo_ingress_url: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(MESH_TYPE, name, None, opts)
+        settings = args.settings
+        name_prefix = f"{PROJECT}-{args.stack}"
+        child = pulumi.ResourceOptions(parent=self)
+        charts = IstioCharts(settings.istio_version, settings.istio_chart_repository, settings.helm_timeout_seconds)
+
+        clusters = {
+            c.name: MeshCluster(c.name, MeshClusterArgs(
+                settings=c,
+                name_prefix=name_prefix,
+                mesh_id=settings.mesh_id,
+                kubeconfig_ttl_seconds=settings.kubeconfig_ttl_seconds,
+                kubeconfig_early_renewal_seconds=settings.kubeconfig_early_renewal_seconds,
+                protect=settings.protect,
+            ), child)
+            for c in settings.clusters
+        }
+        pki = MeshPki("mesh-ca", MeshPkiArgs(
+            settings=settings.pki,
+            cluster_names=tuple(clusters),
+            root_key_pem=args.root_key_pem,
+            protect_root=settings.protect,
+        ), child)
+        control_planes = {
+            c.name: IstioControlPlane(f"{c.name}-istio", IstioControlPlaneArgs(
+                cluster_name=c.name,
+                network=c.network,
+                mesh_id=settings.mesh_id,
+                charts=charts,
+                provider=clusters[c.name].provider,
+                ca=pki.intermediates[c.name],
+                root_cert_pem=pki.root_cert_pem,
+                nodes_ready=clusters[c.name].nodes_ready,
+                mtls_strict=settings.mtls_strict,
+            ), child)
+            for c in settings.clusters
+        }
+        gateways = {
+            c.name: EastWestGateway(f"{c.name}-eastwest-gateway", EastWestGatewayArgs(
+                cluster_name=c.name,
+                network=c.network,
+                charts=charts,
+                provider=clusters[c.name].provider,
+                namespace=control_planes[c.name].namespace,
+                istiod_ready=control_planes[c.name].istiod_ready,
+                nlb_id=clusters[c.name].eastwest_nlb_id,
+                instance_pool_id=clusters[c.name].instance_pool_id,
+                nodes_ready=clusters[c.name].nodes_ready,
+            ), child)
+            for c in settings.clusters
+        }
+        remote_secrets = RemoteSecrets("remote-secrets", RemoteSecretsArgs(clusters=tuple(
+            RemoteCluster(
+                name=name,
+                endpoint=clusters[name].endpoint,
+                provider=clusters[name].provider,
+                reader_token_data=control_plane.reader_token_data,
+                namespace=control_plane.namespace,
+                reader_rbac=control_plane,
+                api_ca_pem=clusters[name].api_ca_pem,
+            )
+            for name, control_plane in control_planes.items()
+        )), child)
+
+        self.demo_curl_command = None
+        self.demo_ingress_url = None
+        if settings.demo_enabled:
+            app = DemoApp("exodemo", DemoAppArgs(
+                clusters=tuple(
+                    DemoCluster(
+                        name=name, provider=clusters[name].provider, istiod_ready=control_plane.istiod_ready,
+                        nodes_ready=clusters[name].nodes_ready,
+                    )
+                    for name, control_plane in control_planes.items()
+                ),
+                server_cluster=settings.demo_server_cluster,
+                client_cluster=settings.demo_client_cluster,
+                curl_image=settings.curl_image,
+                extra_webtest_clusters=tuple(sorted(settings.demo_ingress_weights)),
+            ), child)
+            self.demo_curl_command = app.curl_command
+            if settings.smoke_test:
+                fingerprint = pulumi.Output.all(
+                    pki.root_cert_pem, *(ca.cert_pem for ca in pki.intermediates.values())
+                ).apply(lambda pems: mesh_fingerprint({
+                    "clusters": sorted(clusters),
+                    "istio_version": settings.istio_version,
+                    "mesh_id": settings.mesh_id,
+                    "certificates": sorted(pem or "" for pem in pems),
+                }))
+                SmokeTest("exodemo-smoke-test", SmokeTestArgs(
+                    cluster_name=settings.demo_client_cluster,
+                    provider=clusters[settings.demo_client_cluster].provider,
+                    namespace=app.namespaces[settings.demo_client_cluster],
+                    curl_image=settings.curl_image,
+                    mesh_fingerprint=fingerprint,
+                    proves=(app, *gateways.values(), remote_secrets),
+                    nodes_ready=clusters[settings.demo_client_cluster].nodes_ready,
+                ), child)
+            if settings.demo_ingress_weights:
+                server = settings.demo_server_cluster
+                self.demo_ingress_url = DemoIngress("exodemo-ingress", DemoIngressArgs(
+                    cluster_name=server,
+                    zone=settings.cluster(server).zone,
+                    provider=clusters[server].provider,
+                    namespace=app.namespaces[server],
+                    instance_pool_id=clusters[server].instance_pool_id,
+                    nodes_ready=clusters[server].nodes_ready,
+                    istiod_ready=control_planes[server].istiod_ready,
+                    charts=charts,
+                    name_prefix=name_prefix,
+                    weights=tuple(sorted(settings.demo_ingress_weights.items())),
+                ), child).url
+
+        self.clusters = {
+            name: {
+                "endpoint": cluster.endpoint,
+                "zone": settings.cluster(name).zone,
+                "network": settings.cluster(name).network,
+                "eastwestGatewayIp": cluster.eastwest_ip,
+            }
+            for name, cluster in clusters.items()
+        }
+        names = list(clusters)
+        self.kubeconfig = pulumi.Output.secret(
+            pulumi.Output.all(*(clusters[n].kubeconfig for n in names)).apply(
+                lambda texts: merge_kubeconfigs(dict(zip(names, texts, strict=True)))
+            )
         )
-        for name, control_plane in control_planes.items()
-    )))
-
-    demo = None
-    if settings.demo.enabled:
-        fingerprint = pulumi.Output.all(
-            pki.root_cert_pem, *(ca.cert_pem for ca in pki.intermediates.values())
-        ).apply(lambda pems: mesh_fingerprint({
-            "clusters": sorted(clusters),
-            "istio_version": settings.istio_version,
-            "mesh_id": settings.mesh_id,
-            "certificates": sorted(pem or "" for pem in pems),
-        }))
-        demo = ExoDemo("exodemo", ExoDemoArgs(
-            clusters=tuple(
-                DemoCluster(
-                    name=name,
-                    zone=settings.cluster(name).zone,
-                    provider=clusters[name].provider,
-                    istiod=cp.istiod,
-                    nodepool=clusters[name].nodepool,
-                    instance_pool_id=clusters[name].instance_pool_id,
-                )
-                for name, cp in control_planes.items()
-            ),
-            server_cluster=settings.demo.server_cluster,
-            client_cluster=settings.demo.client_cluster,
-            curl_image=settings.demo.curl_image,
-            smoke_test=settings.demo.smoke_test,
-            mesh_dependencies=(
-                *remote_secrets.secrets.values(),
-                *(cp.eastwest_gateway for cp in control_planes.values()),
-                *(cp.cross_network_gateway for cp in control_planes.values()),
-            ),
-            mesh_fingerprint=fingerprint,
-            istio_version=settings.istio_version,
-            chart_repository=settings.istio_chart_repository,
-            name_prefix=name_prefix,
-            helm_timeout_seconds=settings.helm.timeout_seconds,
-            ingress_weights=settings.demo.ingress_weights,
-        ))
-
-    names = list(clusters)
-    merged_kubeconfig = pulumi.Output.secret(
-        pulumi.Output.all(*(clusters[n].kubeconfig for n in names)).apply(
-            lambda texts: merge_kubeconfigs(dict(zip(names, texts, strict=True)))
-        )
-    )
-    return Mesh(clusters, pki, control_planes, remote_secrets, demo, merged_kubeconfig)
+        self.root_cert_pem = pki.root_cert_pem
+        self.register_outputs({
+            "clusters": self.clusters,
+            "kubeconfig": self.kubeconfig,
+            "root_cert_pem": self.root_cert_pem,
+            "demo_curl_command": self.demo_curl_command,
+            "demo_ingress_url": self.demo_ingress_url,
+        })

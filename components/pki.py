@@ -11,6 +11,7 @@ import pulumi
 import pulumi_tls as tls
 
 from components.config import PkiSettings
+from mesh_constants import PKI_TYPE
 
 ISTIOD_SAN = "istiod.istio-system.svc"
 CA_USES = ["cert_signing", "crl_signing", "digital_signature", "content_commitment", "key_encipherment"]
@@ -41,7 +42,7 @@ class MeshPki(pulumi.ComponentResource):
     intermediates: dict[str, IntermediateCa]
 
     def __init__(self, name: str, args: MeshPkiArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("sks-istio-mesh:pki:MeshPki", name, None, opts)
+        super().__init__(PKI_TYPE, name, None, opts)
         self._settings = args.settings
         settings = args.settings
 

@@ -14,6 +14,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from mesh_constants import REMOTE_SECRETS_TYPE
+
 MULTICLUSTER_LABEL = "istio/multiCluster"
 CLUSTER_ANNOTATION = "networking.istio.io/cluster"
 
@@ -28,7 +30,8 @@ class RemoteCluster:
     # The base64 `data` of the reader service account's token Secret (keys `token`, `ca.crt`).
     reader_token_data: pulumi.Input[Mapping[str, str]]
     namespace: pulumi.Input[str]
-    # istiod's release grants the reader account its RBAC: peers' secrets wait for it.
+    # The cluster's control plane: istiod's release grants the reader account its RBAC, and peers'
+    # secrets wait for it.
     reader_rbac: pulumi.Resource
     # The API server's CA (PEM) as SKS reports it: used if the token Secret carries no `ca.crt`.
     api_ca_pem: pulumi.Input[str]
@@ -70,10 +73,11 @@ def reader_kubeconfig(cluster_name: str, endpoint: str, token_data: Mapping[str,
 class RemoteSecrets(pulumi.ComponentResource):
     """N(N-1) secrets: in cluster A, one `istio-remote-secret-<B>` for every other cluster B."""
 
-    secrets: dict[tuple[str, str], k8s.core.v1.Secret]
+    # "<holder>/<target>" for every secret: in cluster <holder>, the one pointing at <target>.
+    secret_names: list[str]
 
     def __init__(self, name: str, args: RemoteSecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("sks-istio-mesh:remote:RemoteSecrets", name, None, opts)
+        super().__init__(REMOTE_SECRETS_TYPE, name, None, opts)
         # One kubeconfig per target cluster, shared by the N-1 secrets that point at it.
         kubeconfigs = {
             target.name: pulumi.Output.secret(
@@ -83,12 +87,12 @@ class RemoteSecrets(pulumi.ComponentResource):
             )
             for target in args.clusters
         }
-        self.secrets = {}
+        secrets: dict[tuple[str, str], k8s.core.v1.Secret] = {}
         for holder in args.clusters:
             for target in args.clusters:
                 if target.name == holder.name:
                     continue
-                self.secrets[(holder.name, target.name)] = k8s.core.v1.Secret(
+                secrets[(holder.name, target.name)] = k8s.core.v1.Secret(
                     f"{holder.name}-{remote_secret_name(target.name)}",
                     metadata={
                         "name": remote_secret_name(target.name),
@@ -104,4 +108,5 @@ class RemoteSecrets(pulumi.ComponentResource):
                         depends_on=[target.reader_rbac],
                     ),
                 )
-        self.register_outputs({"secret_names": [f"{a}/{b}" for a, b in self.secrets]})
+        self.secret_names = [f"{holder}/{target}" for holder, target in secrets]
+        self.register_outputs({"secret_names": self.secret_names})

@@ -7,21 +7,26 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.config import PROJECT, ConfigError, MeshSettings, parse_config
+from components.config import ConfigError, MeshSettings, parse_config
+from mesh_constants import PROJECT
 
 
-def _project_config() -> dict[str, Any]:
-    """Every `sks-istio-mesh:*` key of the stack, so unknown (misspelt) keys are reported too."""
-    prefix = f"{PROJECT}:"
-    everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    return {key.removeprefix(prefix): value for key, value in everything.items() if key.startswith(prefix)}
+def _stack_config() -> dict[str, Any]:
+    """Every key of the stack, so unknown (misspelt) keys and namespaces are reported too."""
+    # The SDK's only interfaces are per key (pulumi.Config.get): nothing public lists the keys a
+    # stack sets. The CLI hands them to the program in PULUMI_CONFIG (get_config_env, public) and
+    # the language host, Automation API and mocks load them into runtime_config.CONFIG; this one
+    # read of the SDK's config map is the adapter for that gap.
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
 
 
 def load_settings() -> MeshSettings:
-    raw = _project_config()
-    secret_keys = frozenset(key for key in raw if runtime_config.is_config_secret(f"{PROJECT}:{key}"))
+    prefix = f"{PROJECT}:"
+    everything = _stack_config()
+    raw = {key.removeprefix(prefix): value for key, value in everything.items() if key.startswith(prefix)}
+    secret_keys = frozenset(key for key in raw if runtime_config.is_config_secret(f"{prefix}{key}"))
     try:
-        return parse_config(raw, secret_keys)
+        return parse_config(raw, secret_keys, frozenset(key for key in everything if not key.startswith(prefix)))
     except ConfigError as error:
         # RunError prints the message alone: a config mistake is not a crash.
         raise pulumi.RunError(str(error)) from None

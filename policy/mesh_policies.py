@@ -36,19 +36,22 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
-HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
-SERVICE = "kubernetes:core/v1:Service"
-LOCALLY_SIGNED_CERT = "tls:index/locallySignedCert:LocallySignedCert"
-SELF_SIGNED_CERT = "tls:index/selfSignedCert:SelfSignedCert"
-SKS_CLUSTER = "exoscale:index/sksCluster:SksCluster"
-SKS_NODEPOOL = "exoscale:index/sksNodepool:SksNodepool"
+from mesh_constants import (
+    CCM_ANNOTATION,
+    EASTWEST_GATEWAY,
+    HELM_RELEASE,
+    INGRESS_GATEWAY,
+    LOCALLY_SIGNED_CERT,
+    SELF_SIGNED_CERT,
+    SERVICE,
+    SKS_CLUSTER,
+    SKS_NODEPOOL,
+)
 
 # The Istio charts the program installs (components/istio.py), by chart name.
 ISTIO_CHARTS = ("base", "istiod", "gateway")
-EASTWEST_GATEWAY = "istio-eastwestgateway"
 # The gateways allowed a load balancer: the east-west gateway, and the demo's optional ingress.
-LOAD_BALANCED_GATEWAYS = (EASTWEST_GATEWAY, "istio-ingressgateway")
-CCM_ANNOTATION = "service.beta.kubernetes.io/exoscale-loadbalancer-"
+LOAD_BALANCED_GATEWAYS = (EASTWEST_GATEWAY, INGRESS_GATEWAY)
 # Default providers are named `default` or `default_<version>` (e.g. `default_4_34_2`).
 DEFAULT_PROVIDER_NAME = re.compile(r"^default(_|$)")
 URN_STACK = re.compile(r"^urn:pulumi:([^:]+)::")

@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.harness import Recording, run_program, stack_config  # noqa: E402
+from testing.program import Recording, run_program, stack_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")

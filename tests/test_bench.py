@@ -24,7 +24,7 @@ from bench.graph import (
 )
 from bench.measured import compare, read_timings, report_lines
 from bench.run import Result, check_targets, generated_config, parse_args
-from tests.harness import ROOT, run_program
+from testing.program import ROOT, run_program
 
 WORK = "test:index:Work"  # a custom resource type whose duration each test sets
 

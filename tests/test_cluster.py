@@ -3,7 +3,7 @@
 import yaml
 
 from components.config import parse_config
-from tests.harness import ROOT, Recording, run_program, stack_config
+from testing.program import ROOT, Recording, run_program, stack_config
 
 SKS = "exoscale:index/sksCluster:SksCluster"
 NODEPOOL = "exoscale:index/sksNodepool:SksNodepool"

@@ -3,15 +3,16 @@
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from components.config import (
-    CONFIG_KEYS,
     EXOSCALE_ZONES,
     ClusterSettings,
     ConfigError,
     NodepoolSettings,
     parse_config,
 )
+from components.config_reference import config_keys
 
 
 def cluster(name: str = "cluster1", zone: str = "de-fra-1", **extra: object) -> dict:
@@ -22,9 +23,14 @@ def two_clusters(**first: object) -> list[dict]:
     return [cluster("cluster1", **first), cluster("cluster2", "at-vie-2")]
 
 
-def problems(raw: dict, secret_keys: frozenset[str] = frozenset()) -> list[str]:
+def parse(raw: dict, secret_keys: frozenset[str] = frozenset(), other_keys: frozenset[str] = frozenset()):
+    """parse_config with the tutorial's two clusters unless `raw` lists its own."""
+    return parse_config({"clusters": two_clusters(), **raw}, secret_keys, other_keys)
+
+
+def problems(raw: dict, secret_keys: frozenset[str] = frozenset(), other_keys: frozenset[str] = frozenset()):
     with pytest.raises(ConfigError) as caught:
-        parse_config(raw, secret_keys)
+        parse(raw, secret_keys, other_keys)
     return caught.value.problems
 
 
@@ -34,13 +40,20 @@ def only_problem(raw: dict, secret_keys: frozenset[str] = frozenset()) -> str:
     return found[0]
 
 
-def test_unset_config_gives_the_tutorials_two_clusters_in_two_zones():
-    settings = parse_config({})
+def test_two_clusters_default_to_the_tutorials_mesh_and_demo_across_them():
+    settings = parse({})
     assert [(c.name, c.zone, c.network) for c in settings.clusters] == [
-        ("cluster1", "de-fra-1", "network1"), ("cluster2", "at-vie-2", "network2")]
+        ("cluster1", "de-fra-1", "cluster1-net"), ("cluster2", "at-vie-2", "cluster2-net")]
     assert settings.istio_version == "1.30.3"
-    assert settings.demo.server_cluster == "cluster2"
-    assert settings.demo.client_cluster == "cluster1"
+    assert settings.demo_server_cluster == "cluster2"
+    assert settings.demo_client_cluster == "cluster1"
+
+
+def test_the_cluster_list_is_required_rather_than_defaulting_to_billed_clusters():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"meshId": "mesh1"})
+    assert caught.value.problems == [
+        "sks-istio-mesh:clusters: missing; expected a non-empty list of cluster objects"]
 
 
 def test_structured_config_arrives_as_json_text_like_the_cli_sends_it():
@@ -55,7 +68,8 @@ def test_cluster_defaults_are_calico_pro_and_a_medium_nodepool():
     settings = parse_config({"clusters": [cluster()]})
     assert settings.clusters[0] == ClusterSettings(
         name="cluster1", zone="de-fra-1", network="cluster1-net", kubernetes_version=None,
-        cni="calico", service_level="pro", nodepool=NodepoolSettings("standard.medium", 2, 50))
+        cni="calico", service_level="pro",
+        nodepool=NodepoolSettings(instance_type="standard.medium", size=2, disk_size_gib=50))
 
 
 def test_network_defaults_to_one_per_cluster():
@@ -65,7 +79,7 @@ def test_network_defaults_to_one_per_cluster():
 
 def test_one_cluster_is_a_valid_mesh_and_the_demo_stays_inside_it():
     settings = parse_config({"clusters": [cluster()]})
-    assert settings.demo.server_cluster == settings.demo.client_cluster == "cluster1"
+    assert settings.demo_server_cluster == settings.demo_client_cluster == "cluster1"
 
 
 def test_five_clusters_with_cilium_and_large_nodes_are_accepted():
@@ -197,27 +211,26 @@ def test_bring_your_own_root_key_must_be_a_secret_and_is_never_echoed():
 
 
 def test_bring_your_own_root_is_accepted_with_a_secret_key():
-    settings = parse_config({"rootCaCertPem": ROOT_PEM, "rootCaKeyPem": KEY_PEM}, frozenset({"rootCaKeyPem"}))
+    settings = parse({"rootCaCertPem": ROOT_PEM, "rootCaKeyPem": KEY_PEM}, frozenset({"rootCaKeyPem"}))
     assert settings.pki.bring_your_own_root and settings.pki.root_cert_pem == ROOT_PEM
 
 
 def test_settings_are_frozen():
-    settings = parse_config({})
-    with pytest.raises(AttributeError):
+    settings = parse({})
+    with pytest.raises(ValidationError, match="frozen"):
         settings.clusters[0].name = "other"  # type: ignore[misc]
 
 
 BAD_VALUE = {"not": "valid"}
 
 
-@pytest.mark.parametrize("key", [k.name for k in CONFIG_KEYS if "." not in k.name and "[" not in k.name])
+@pytest.mark.parametrize("key", [k for k in config_keys() if "." not in k and "[" not in k])
 def test_every_documented_top_level_key_is_read_and_validated(key):
     found = problems({key: BAD_VALUE}, frozenset({key}))
     assert any(p.startswith(f"sks-istio-mesh:{key}:") and "unknown key" not in p for p in found), found
 
 
-@pytest.mark.parametrize("key", [k.name.removeprefix("clusters[].") for k in CONFIG_KEYS
-                                 if k.name.startswith("clusters[].")])
+@pytest.mark.parametrize("key", [k.removeprefix("clusters[].") for k in config_keys() if k.startswith("clusters[].")])
 def test_every_documented_cluster_key_is_read_and_validated(key):
     entry = cluster()
     if key.startswith("nodepool."):
@@ -228,13 +241,46 @@ def test_every_documented_cluster_key_is_read_and_validated(key):
     assert any(p.startswith(f"sks-istio-mesh:clusters[0].{key}:") and "unknown key" not in p for p in found), found
 
 
-def test_ingress_weights_are_parsed_from_json_in_a_stable_order():
+def test_ingress_weights_are_parsed_from_json():
     settings = parse_config({"clusters": [cluster("c1"), cluster("c2"), cluster("c3")],
                              "demoIngressWeights": json.dumps({"c3": 30, "c2": 70})})
-    assert settings.demo.ingress_weights == (("c2", 70), ("c3", 30))
+    assert list(settings.demo_ingress_weights.items()) == [("c3", 30), ("c2", 70)]
 
 
 @pytest.mark.parametrize("weights", [{"c1": 50, "c2": 50}, {"c2": 60}, {"nope": 100}, {"c2": True}, [100]])
 def test_ingress_weights_must_sum_to_100_over_known_clusters_other_than_the_client(weights):
     message = only_problem({"clusters": [cluster("c1"), cluster("c2"), cluster("c3")], "demoIngressWeights": weights})
     assert "sks-istio-mesh:demoIngressWeights" in message and "other than the client" in message
+
+
+def test_a_bad_cluster_list_is_one_problem_not_also_the_demo_keys_that_name_its_clusters():
+    config = {"clusters": [cluster("cluster1"), cluster("cluster2", zone="mars-1")],
+              "demoServerCluster": "cluster2", "demoClientCluster": "cluster1"}
+    assert problems(config) == [
+        'sks-istio-mesh:clusters[1].zone: "mars-1" is not allowed; expected one of ' + ", ".join(EXOSCALE_ZONES)]
+
+
+def test_a_duplicate_name_is_blamed_on_the_repeating_entry_even_after_an_invalid_one():
+    entries = [cluster("Bad_Name", network="n1"), cluster("c2", network="n2"), cluster("c2", network="n3")]
+    found = problems({"clusters": entries})
+    assert len(found) == 2
+    assert any(p.startswith('sks-istio-mesh:clusters[0].name: "Bad_Name" is not allowed') for p in found)
+    assert any(p.startswith('sks-istio-mesh:clusters[2].name: "c2" is already used by clusters[1]') for p in found)
+
+
+@pytest.mark.parametrize("weights", [{}, "{}"])
+def test_the_documented_default_of_no_ingress_weights_is_accepted(weights):
+    assert parse({"demoIngressWeights": weights}).demo_ingress_weights == {}
+
+
+def test_a_key_in_a_misspelt_namespace_is_one_line_naming_the_allowed_namespaces():
+    found = problems({}, other_keys=frozenset({"sks-istio-msh:meshId", "exoscale:key", "pulumi:tags"}))
+    assert found == ["sks-istio-msh:meshId: unknown namespace sks-istio-msh; stack config keys belong to "
+                     "sks-istio-mesh, exoscale, kubernetes, tls or pulumi (did you mean sks-istio-mesh:meshId?)"]
+
+
+def test_a_misspelt_cluster_list_is_not_also_reported_missing():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({}, other_keys=frozenset({"sks-istio-msh:clusters"}))
+    [problem] = caught.value.problems
+    assert problem.startswith("sks-istio-msh:clusters: unknown namespace sks-istio-msh")

@@ -5,7 +5,7 @@ import jsonschema
 import pytest
 
 from components.config import parse_config
-from tests.harness import Recording, run_program, stack_config
+from testing.program import Recording, run_program, stack_config
 from tests.istio_schemas import (
     chart_defaults,
     unknown_value_keys,
@@ -21,7 +21,7 @@ CHART_REPO = "https://istio-release.storage.googleapis.com/charts"
 
 
 def release(recording: Recording, cluster: str, name: str):
-    return recording.named(f"{cluster}-istio-{name}", RELEASE)
+    return recording.named(f"{cluster}-{name}", RELEASE)
 
 
 def all_releases(recording: Recording):
@@ -30,7 +30,7 @@ def all_releases(recording: Recording):
 
 def test_istio_system_is_created_with_the_clusters_network_label(dev):
     for cluster in SETTINGS.clusters:
-        namespace = dev.named(f"{cluster.name}-istio-istio-system").inputs["metadata"]
+        namespace = dev.named(f"{cluster.name}-istio-system").inputs["metadata"]
         assert namespace["name"] == "istio-system"
         assert namespace["labels"] == {"topology.istio.io/network": cluster.network}
 
@@ -128,7 +128,7 @@ def custom_object(resource) -> dict:
 
 def test_cross_network_gateway_exposes_15443_auto_passthrough_on_the_eastwest_gateway(dev):
     for cluster in CLUSTERS:
-        gateway = custom_object(dev.named(f"{cluster}-istio-cross-network-gateway"))
+        gateway = custom_object(dev.named(f"{cluster}-cross-network-gateway"))
         assert gateway["apiVersion"] == "networking.istio.io/v1" and gateway["kind"] == "Gateway"
         assert gateway["metadata"]["namespace"] == "istio-system"
         assert gateway["spec"]["selector"] == {"istio": "eastwestgateway"}
@@ -149,7 +149,7 @@ def test_istio_object_validation_rejects_a_bad_tls_mode():
 
 def test_mesh_wide_strict_mtls_is_on_by_default_and_valid(dev):
     for cluster in CLUSTERS:
-        policy = custom_object(dev.named(f"{cluster}-istio-strict-mtls"))
+        policy = custom_object(dev.named(f"{cluster}-strict-mtls"))
         assert policy["kind"] == "PeerAuthentication"
         assert policy["metadata"] == {"name": "default", "namespace": "istio-system"}
         assert policy["spec"] == {"mtls": {"mode": "STRICT"}}
@@ -163,8 +163,8 @@ def test_strict_mtls_can_be_switched_off():
 
 def test_install_order_namespace_and_cacerts_then_base_then_istiod_then_gateway(dev):
     for cluster in CLUSTERS:
-        namespace = dev.named(f"{cluster}-istio-istio-system")
-        cacerts = dev.named(f"{cluster}-istio-cacerts")
+        namespace = dev.named(f"{cluster}-istio-system")
+        cacerts = dev.named(f"{cluster}-cacerts")
         base = release(dev, cluster, "istio-base")
         istiod = release(dev, cluster, "istiod")
         gateway = release(dev, cluster, "istio-eastwestgateway")
@@ -173,7 +173,7 @@ def test_install_order_namespace_and_cacerts_then_base_then_istiod_then_gateway(
         assert dev.depends_on(istiod, cacerts) and dev.depends_on(istiod, base)
         assert dev.depends_on(gateway, istiod)
         for istio_object in ("cross-network-gateway", "strict-mtls"):
-            assert dev.depends_on(dev.named(f"{cluster}-istio-{istio_object}"), base)
+            assert dev.depends_on(dev.named(f"{cluster}-{istio_object}"), base)
 
 
 def test_injected_workloads_wait_for_istiod(dev):

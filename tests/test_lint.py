@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.harness import ROOT
+from testing.program import ROOT
 
 
 def test_ruff_reports_nothing():

@@ -9,15 +9,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.harness import SECRET_SIG, SIG_KEY, Recording, run_program, stack_config
-from tests.mocks import pem_private
+from testing.mocks import pem_private
+from testing.program import Recording, is_wire_secret, run_program, stack_config
 
 CLUSTERS = ("cluster1", "cluster2")
 ISTIOD_SAN = "istiod.istio-system.svc"
 
 
 def cacerts(recording: Recording, cluster: str) -> dict[str, str]:
-    secret = recording.named(f"{cluster}-istio-cacerts", "kubernetes:core/v1:Secret")
+    secret = recording.named(f"{cluster}-cacerts", "kubernetes:core/v1:Secret")
     assert secret.inputs["metadata"]["name"] == "cacerts"
     assert secret.inputs["metadata"]["namespace"] == "istio-system"
     return secret.inputs["stringData"]
@@ -116,13 +116,13 @@ def test_root_certificate_is_exported_and_equals_every_clusters_root(dev):
 
 def test_every_key_bearing_input_is_a_pulumi_secret(dev):
     for cluster in CLUSTERS:
-        wire = dev.named(f"{cluster}-istio-cacerts").wire_inputs
-        assert wire["stringData"][SIG_KEY] == SECRET_SIG
+        wire = dev.named(f"{cluster}-cacerts").wire_inputs
+        assert is_wire_secret(wire["stringData"])
         csr = dev.named(f"mesh-ca-{cluster}-intermediate-csr").wire_inputs
-        assert csr["privateKeyPem"][SIG_KEY] == SECRET_SIG
+        assert is_wire_secret(csr["privateKeyPem"])
         signed = dev.named(f"mesh-ca-{cluster}-intermediate-cert").wire_inputs
-        assert signed["caPrivateKeyPem"][SIG_KEY] == SECRET_SIG
-    assert dev.named("mesh-ca-root-cert").wire_inputs["privateKeyPem"][SIG_KEY] == SECRET_SIG
+        assert is_wire_secret(signed["caPrivateKeyPem"])
+    assert is_wire_secret(dev.named("mesh-ca-root-cert").wire_inputs["privateKeyPem"])
 
 
 def test_ecdsa_p256_is_selectable():
@@ -162,7 +162,7 @@ def test_bring_your_own_root_replaces_the_generated_root(own_root):
         assert files["root-cert.pem"] == cert_pem
         certs(files["ca-cert.pem"])[0].verify_directly_issued_by(root)
         signed = recording.named(f"mesh-ca-{cluster}-intermediate-cert").wire_inputs
-        assert signed["caPrivateKeyPem"][SIG_KEY] == SECRET_SIG
+        assert is_wire_secret(signed["caPrivateKeyPem"])
 
 
 def test_protect_option_protects_the_root_ca_key():

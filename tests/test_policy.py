@@ -34,7 +34,7 @@ from pulumi_policy.proxy import (
 )
 
 from policy import mesh_policies as mp
-from tests.harness import Recording, Registered, run_program, stack_config
+from testing.program import Recording, Registered, run_program, stack_config
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = ROOT / "policy"
@@ -90,7 +90,7 @@ def release(name: str, chart: str, values: dict[str, Any], version: Any = ISTIO_
 
 def istiod(cluster: str, mesh_id: Any = "mesh1", version: Any = ISTIO_VERSION) -> PolicyResource:
     values = {"global": {"meshID": mesh_id, "multiCluster": {"clusterName": cluster}, "network": f"{cluster}-net"}}
-    return stack_resource(mp.HELM_RELEASE, f"{cluster}-istio-istiod", release("istiod", "istiod", values, version))
+    return stack_resource(mp.HELM_RELEASE, f"{cluster}-istiod", release("istiod", "istiod", values, version))
 
 
 def intermediate(cluster: str, ca_cert_pem: Any, **overrides: Any) -> PolicyResource:
@@ -149,16 +149,16 @@ def prod() -> Recording:
 
 @pytest.mark.parametrize("name", ["default", "default_4_34_2"])
 def test_kubernetes_resource_on_a_default_provider_is_rejected(name):
-    args = resource_args("kubernetes:core/v1:Namespace", "cluster1-istio-istio-system",
+    args = resource_args("kubernetes:core/v1:Namespace", "cluster1-istio-system",
                          {"metadata": {"name": "istio-system"}}, provider_name=name)
     [message] = check(mp.EXPLICIT_PROVIDER, args)
-    assert '"cluster1-istio-istio-system"' in message
+    assert '"cluster1-istio-system"' in message
     assert f'default Kubernetes provider "{name}"' in message
     assert "expected an explicit provider" in message
 
 
 def test_kubernetes_resource_on_its_clusters_provider_passes():
-    args = resource_args(mp.HELM_RELEASE, "cluster1-istio-istiod", release("istiod", "istiod", {}),
+    args = resource_args(mp.HELM_RELEASE, "cluster1-istiod", release("istiod", "istiod", {}),
                          provider_name="cluster1-k8s")
     assert check(mp.EXPLICIT_PROVIDER, args) == []
 
@@ -174,46 +174,46 @@ def test_other_packages_may_use_their_default_providers():
 def test_istiod_releases_with_different_mesh_ids_are_rejected():
     messages = check_stack(mp.ISTIO_RELEASES, [istiod("cluster1"), istiod("cluster2", mesh_id="mesh2")])
     assert messages == [
-        f'{mp.HELM_RELEASE} "cluster2-istio-istiod" sets values.global.meshID "mesh2"; expected "mesh1", the '
-        'meshID of "cluster1-istio-istiod": every istiod of the mesh must share one meshID'
+        f'{mp.HELM_RELEASE} "cluster2-istiod" sets values.global.meshID "mesh2"; expected "mesh1", the '
+        'meshID of "cluster1-istiod": every istiod of the mesh must share one meshID'
     ]
 
 
 def test_istiod_release_without_a_mesh_id_is_rejected():
-    without = stack_resource(mp.HELM_RELEASE, "cluster2-istio-istiod", release("istiod", "istiod", {}))
+    without = stack_resource(mp.HELM_RELEASE, "cluster2-istiod", release("istiod", "istiod", {}))
     [message] = check_stack(mp.ISTIO_RELEASES, [istiod("cluster1"), without])
-    assert '"cluster2-istio-istiod" sets no values.global.meshID; expected "mesh1"' in message
+    assert '"cluster2-istiod" sets no values.global.meshID; expected "mesh1"' in message
 
 
 def test_istiod_releases_agreeing_on_no_mesh_id_and_no_version_are_rejected():
     messages = check_stack(mp.ISTIO_RELEASES, [istiod("cluster1", mesh_id=None, version=None),
                                                 istiod("cluster2", mesh_id=None, version=None)])
     assert messages == [
-        *(f'{mp.HELM_RELEASE} "{c}-istio-istiod" sets no values.global.meshID; expected the one meshID every '
+        *(f'{mp.HELM_RELEASE} "{c}-istiod" sets no values.global.meshID; expected the one meshID every '
           "istiod release shares" for c in ("cluster1", "cluster2")),
-        *(f'{mp.HELM_RELEASE} "{c}-istio-istiod" (chart istiod) pins no chart version; expected one pinned '
+        *(f'{mp.HELM_RELEASE} "{c}-istiod" (chart istiod) pins no chart version; expected one pinned '
           "Istio version for every base, istiod and gateway release" for c in ("cluster1", "cluster2")),
     ]
 
 
 def test_istio_release_on_another_chart_version_is_rejected():
-    gateway = stack_resource(mp.HELM_RELEASE, "cluster2-istio-istio-eastwestgateway",
+    gateway = stack_resource(mp.HELM_RELEASE, "cluster2-istio-eastwestgateway",
                              release(mp.EASTWEST_GATEWAY, "gateway", {}, version="1.29.0"))
-    base = stack_resource(mp.HELM_RELEASE, "cluster2-istio-istio-base", release("istio-base", "base", {}, version=None))
+    base = stack_resource(mp.HELM_RELEASE, "cluster2-istio-base", release("istio-base", "base", {}, version=None))
     messages = check_stack(mp.ISTIO_RELEASES, [istiod("cluster1"), istiod("cluster2"), gateway, base])
     assert len(messages) == 2
     assert messages[0].startswith(
-        f'{mp.HELM_RELEASE} "cluster2-istio-istio-eastwestgateway" (chart gateway) uses chart version "1.29.0"; '
+        f'{mp.HELM_RELEASE} "cluster2-istio-eastwestgateway" (chart gateway) uses chart version "1.29.0"; '
         f'expected "{ISTIO_VERSION}"'
     )
-    assert '"cluster2-istio-istio-base" (chart base) pins no chart version' in messages[1]
+    assert '"cluster2-istio-base" (chart base) pins no chart version' in messages[1]
 
 
 def test_istiod_releases_on_different_versions_are_rejected():
     [message] = check_stack(mp.ISTIO_RELEASES, [istiod("cluster1"), istiod("cluster2"),
                                                 istiod("cluster3", version="1.29.0")])
-    assert '"cluster3-istio-istiod" (chart istiod) uses chart version "1.29.0"' in message
-    assert '"cluster1-istio-istiod", "cluster2-istio-istiod"' in message
+    assert '"cluster3-istiod" (chart istiod) uses chart version "1.29.0"' in message
+    assert '"cluster1-istiod", "cluster2-istiod"' in message
 
 
 def test_unknown_mesh_id_and_version_in_preview_are_skipped():

@@ -5,7 +5,7 @@ import base64
 
 import yaml
 
-from tests.harness import Recording, Registered, plaintext_strings, run_failing_program, run_program, stack_config
+from testing.program import Recording, Registered, plaintext_strings, run_failing_program, run_program, stack_config
 
 SKS = "exoscale:index/sksCluster:SksCluster"
 NODEPOOL = "exoscale:index/sksNodepool:SksNodepool"
@@ -111,7 +111,7 @@ def test_removing_a_cluster_removes_only_its_resources_and_remote_secrets(dev, t
 
 def test_teardown_removes_gateway_then_nlb_then_nodepool_then_cluster(dev):
     for cluster in ("cluster1", "cluster2"):
-        gateway = dev.named(f"{cluster}-istio-istio-eastwestgateway", RELEASE)
+        gateway = dev.named(f"{cluster}-istio-eastwestgateway", RELEASE)
         nlb = dev.named(f"{cluster}-eastwest", NLB)
         nodepool = dev.named(f"{cluster}-nodepool", NODEPOOL)
         sks = dev.named(cluster, SKS)
@@ -232,3 +232,34 @@ def test_prod_stack_runs_three_protected_pro_clusters_with_three_nodes():
     assert prod.named("mesh-ca-root-key").protect
     assert len(prod.k8s_objects("PeerAuthentication")) == 3
     assert all(c.inputs["name"].startswith("sks-istio-mesh-prod-") for c in clusters)
+
+
+def test_a_misspelt_namespace_deploys_nothing_and_names_the_key():
+    clusters = stack_config("dev")["clusters"]
+    error, registered = run_failing_program({}, other_config={"sks-istio-msh:clusters": clusters})
+    assert registered == []
+    assert "sks-istio-msh:clusters: unknown namespace sks-istio-msh" in str(error)
+    assert "sks-istio-mesh:clusters: missing" not in str(error)
+
+
+def test_provider_and_pulumi_namespaces_are_left_to_their_owners():
+    recording = run_program(stack_config("dev"), other_config={
+        "exoscale:timeout": "600", "kubernetes:deleteUnreachable": "true", "tls:proxy": "{}",
+        "pulumi:disable-default-providers": '["kubernetes"]'})
+    assert len(recording.of_type(SKS)) == 2
+
+
+def test_prod_stack_runs_no_demo_app_and_no_smoke_test():
+    prod = run_program(stack_config("prod"), stack="prod")
+    assert [r.name for r in prod.resources if "exodemo" in r.name or r.type.endswith(":Job")] == []
+    assert "demoCurlCommand" not in prod.outputs and "demoIngressUrl" not in prod.outputs
+
+
+def test_the_demo_is_opt_in_so_a_new_stack_deploys_only_the_mesh():
+    config = {k: v for k, v in stack_config("dev").items() if not k.startswith("demo")}
+    recording = run_program(config)
+    assert recording.k8s_objects("Job") == [] and "demoCurlCommand" not in recording.outputs
+
+
+def test_dev_stack_runs_the_demo_and_its_smoke_test(dev):
+    assert len(dev.k8s_objects("Job")) == 1 and "demoCurlCommand" in dev.outputs

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from components.remote_access import reader_kubeconfig
-from tests.harness import SECRET_SIG, SIG_KEY, Recording, validate_kubernetes
-from tests.mocks import cluster_ca
+from testing.mocks import cluster_ca
+from testing.program import Recording, is_wire_secret
+from tests.harness import validate_kubernetes
 
 
 def remote_secrets(recording: Recording) -> dict[tuple[str, str], object]:
@@ -66,12 +67,12 @@ def test_remote_secret_in_a_points_istiod_at_b_with_bs_reader_token(recording):
 
 def test_remote_secrets_wait_for_the_targets_reader_rbac_from_istiod(recording):
     for (_, target), secret in remote_secrets(recording).items():
-        assert recording.depends_on(secret, recording.named(f"{target}-istio-istiod"))
+        assert recording.depends_on(secret, recording.named(f"{target}-istiod"))
 
 
 def test_remote_secret_contents_are_pulumi_secrets(recording):
     for secret in remote_secrets(recording).values():
-        assert secret.wire_inputs["stringData"][SIG_KEY] == SECRET_SIG
+        assert is_wire_secret(secret.wire_inputs["stringData"])
 
 
 def test_remote_secrets_are_valid_kubernetes_secrets(recording):
@@ -87,7 +88,7 @@ def test_reader_token_secret_is_created_after_base_in_every_cluster(recording):
             "kubernetes.io/service-account.name": "istio-reader-service-account"}
         assert token.inputs["metadata"]["namespace"] == "istio-system"
         assert recording.cluster_of(token) == name
-        assert recording.depends_on(token, recording.named(f"{name}-istio-istio-base"))
+        assert recording.depends_on(token, recording.named(f"{name}-istio-base"))
         validate_kubernetes(token)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT
+from testing.program import ROOT
 
 CREDENTIALS = {"EXOSCALE_API_KEY": "EXOtest", "EXOSCALE_API_SECRET": "secret", "PULUMI_CONFIG_PASSPHRASE": "pass"}
 
@@ -67,9 +67,11 @@ def test_missing_passphrase_is_named(project):
 
 
 def test_unknown_stack_lists_the_stack_files(project):
-    result = run(project, "staging", "up", env=CREDENTIALS)
+    # A name no stack file uses, whatever stacks the README's recipe has added.
+    result = run(project, "no-such-stack", "up", env=CREDENTIALS)
     assert result.returncode == 1
-    assert "no Pulumi.staging.yaml" in result.stderr and "dev" in result.stderr and "prod" in result.stderr
+    assert "no Pulumi.no-such-stack.yaml" in result.stderr
+    assert all(p.name.split(".")[1] in result.stderr for p in ROOT.glob("Pulumi.*.yaml"))
 
 
 def test_deploy_selects_the_stack_on_the_local_backend_and_runs_up_with_the_policy_pack(project):
