@@ -133,6 +133,10 @@ class MeshSettings(_Model):
     istio_chart_repository: str = setting(ISTIO_CHART_REPOSITORY, pattern=r"^https?://[^\s/]+(/\S*)?$",
                                           allowed="an http:// or https:// URL of a Helm repository serving the charts")
     mtls_strict: bool = setting(True, allowed="true or false")
+    # With 2 or more: a PodDisruptionBudget that lets a drain evict one at a time, spread across nodes.
+    istiod_replicas: int = setting(1, ge=1, allowed="an integer >= 1 (2 or more for a node drain without downtime)")
+    eastwest_gateway_replicas: int = setting(
+        1, ge=1, allowed="an integer >= 1 (2 or more for a node drain without downtime)")
     protect: bool = setting(False, allowed="true or false")
     kubeconfig_ttl_seconds: int = setting(30 * 24 * 3600, ge=3600,
                                           allowed="an integer >= 3600 (s), more than kubeconfigEarlyRenewalSeconds")

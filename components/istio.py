@@ -23,6 +23,11 @@ READER_SERVICE_ACCOUNT = "istio-reader-service-account"
 READER_TOKEN_SECRET = "istio-reader-service-account-istio-remote-secret-token"
 # The base chart only installs CRDs and RBAC: it is quick, or something is badly wrong.
 BASE_TIMEOUT_SECONDS = 300
+# The charts' autoscaler ceiling (istiod autoscaleMax, gateway autoscaling.maxReplicas), raised
+# when more replicas than that are asked for.
+CHART_AUTOSCALE_MAX = 5
+# The labels istiod's chart gives its pods (and selects in its own PodDisruptionBudget).
+ISTIOD_POD_LABELS = {"app": "istiod"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class IstioControlPlaneArgs:
     root_cert_pem: pulumi.Input[str]
     # The cluster's MeshCluster.nodes_ready: istiod's pods need nodes, its API objects do not.
     nodes_ready: Readiness
+    replicas: int
     mtls_strict: bool = True
 
 
@@ -74,9 +80,51 @@ class EastWestGatewayArgs:
     instance_pool_id: pulumi.Input[str]
     # The cluster's MeshCluster.nodes_ready: the gateway's pods need nodes.
     nodes_ready: Readiness
+    replicas: int
 
 
-def istiod_values(cluster_name: str, network: str, mesh_id: str) -> dict[str, Any]:
+def spread_across_nodes(pod_labels: dict[str, str]) -> list[dict[str, Any]]:
+    """At most one more replica on any node than on another, so one node's drain or loss takes
+    one replica. Tainted nodes (cordoned, unreachable) are left out of the count, so a drain's
+    replacement pod may land beside a sibling instead of staying pending."""
+    return [{
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "nodeTaintsPolicy": "Honor",
+        "labelSelector": {"matchLabels": pod_labels},
+    }]
+
+
+def istiod_availability_values(replicas: int) -> dict[str, Any]:
+    """The istiod chart's autoscaler floor (its replica count while autoscaleEnabled, the default)
+    and, from two replicas, a PDB that lets a drain evict one at a time. Below two the chart
+    renders no PDB: a budget over one pod would block every drain (kubernetes/kubernetes#93476)."""
+    values: dict[str, Any] = {
+        "replicaCount": replicas,
+        "autoscaleMin": replicas,
+        "autoscaleMax": max(replicas, CHART_AUTOSCALE_MAX),
+    }
+    if replicas >= 2:
+        # minAvailable, the key the chart's values.yaml declares (maxUnavailable is only a comment).
+        values["pdb"] = {"minAvailable": replicas - 1}
+        values["topologySpreadConstraints"] = spread_across_nodes(ISTIOD_POD_LABELS)
+    return values
+
+
+def gateway_availability_values(replicas: int, pod_labels: dict[str, str]) -> dict[str, Any]:
+    """As istiod_availability_values, for the gateway chart's keys."""
+    values: dict[str, Any] = {
+        "replicaCount": replicas,
+        "autoscaling": {"minReplicas": replicas, "maxReplicas": max(replicas, CHART_AUTOSCALE_MAX)},
+    }
+    if replicas >= 2:
+        values["podDisruptionBudget"] = {"maxUnavailable": 1}
+        values["topologySpreadConstraints"] = spread_across_nodes(pod_labels)
+    return values
+
+
+def istiod_values(cluster_name: str, network: str, mesh_id: str, replicas: int) -> dict[str, Any]:
     return {
         "global": {
             "meshID": mesh_id,
@@ -88,18 +136,19 @@ def istiod_values(cluster_name: str, network: str, mesh_id: str) -> dict[str, An
         "meshConfig": {"defaultConfig": {"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true"}}},
         # The chart asks for 2 GiB; a standard.medium node has 4 GiB for everything.
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
-        "autoscaleMin": 1,
+        **istiod_availability_values(replicas),
     }
 
 
 def eastwest_gateway_values(
-    network: str, nlb_id: pulumi.Input[str], instance_pool_id: pulumi.Input[str]
+    network: str, nlb_id: pulumi.Input[str], instance_pool_id: pulumi.Input[str], replicas: int
 ) -> dict[str, Any]:
     return {
         "name": EASTWEST_GATEWAY,
         # networkGateway sets the four fixed ports, the network labels and the requested network view.
         "networkGateway": network,
         "service": stack_owned_load_balancer(nlb_id, instance_pool_id),
+        **gateway_availability_values(replicas, {"app": EASTWEST_GATEWAY, **EASTWEST_SELECTOR}),
     }
 
 
@@ -222,7 +271,7 @@ class IstioControlPlane(pulumi.ComponentResource):
         )
         # istiod needs its CRDs (base), the plugged-in CA (cacerts) and nodes to run on.
         istiod = self._release(
-            "istiod", "istiod", istiod_values(args.cluster_name, args.network, args.mesh_id),
+            "istiod", "istiod", istiod_values(args.cluster_name, args.network, args.mesh_id, args.replicas),
             ReleasePolicy(args.charts.timeout_seconds, atomic=True), depends_on=[base, cacerts, args.nodes_ready],
         )
         if args.mtls_strict:
@@ -270,7 +319,7 @@ class EastWestGateway(pulumi.ComponentResource):
         # down and churn NLB services; the next `pulumi up` resumes the release.
         release = istio_release(
             f"{cluster}-{EASTWEST_GATEWAY}", "gateway", EASTWEST_GATEWAY, args.namespace, args.charts,
-            eastwest_gateway_values(args.network, args.nlb_id, args.instance_pool_id),
+            eastwest_gateway_values(args.network, args.nlb_id, args.instance_pool_id, args.replicas),
             ReleasePolicy(args.charts.timeout_seconds, atomic=False),
             _k8s_options(self, args.provider, depends_on=[args.istiod_ready, args.nodes_ready]),
         )

@@ -77,6 +77,7 @@ class Mesh(pulumi.ComponentResource):
                 ca=pki.intermediates[c.name],
                 root_cert_pem=pki.root_cert_pem,
                 nodes_ready=clusters[c.name].nodes_ready,
+                replicas=settings.istiod_replicas,
                 mtls_strict=settings.mtls_strict,
             ), child)
             for c in settings.clusters
@@ -92,6 +93,7 @@ class Mesh(pulumi.ComponentResource):
                 nlb_id=clusters[c.name].eastwest_nlb_id,
                 instance_pool_id=clusters[c.name].instance_pool_id,
                 nodes_ready=clusters[c.name].nodes_ready,
+                replicas=settings.eastwest_gateway_replicas,
             ), child)
             for c in settings.clusters
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,23 @@ def _closed(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_closed(v) for v in schema]
     return schema
+
+
+def chart_template(version: str, chart: str, template: str) -> str:
+    """One template of a chart as packaged in the pinned repository (repo/<chart>-<version>.tgz)."""
+    with tarfile.open(charts_dir(version) / "repo" / f"{chart}-{version}.tgz") as archive:
+        member = archive.extractfile(f"{chart}/templates/{template}")
+        assert member is not None, f"{chart} {version} has no template {template}"
+        return member.read().decode()
+
+
+def with_chart_defaults(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The values a chart's templates see: the release's values merged over the chart's (Helm
+    merges maps key by key and replaces everything else)."""
+    merged = dict(defaults)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            merged[key] = with_chart_defaults(value, defaults[key])
+        else:
+            merged[key] = value
+    return merged

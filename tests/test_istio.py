@@ -2,15 +2,19 @@
 chart values and CRD schemas of the pinned version."""
 
 import jsonschema
+import kubernetes_validate
 import pytest
 
 from components.config import parse_config
 from testing.program import Recording, run_program, stack_config
+from tests.harness import KUBERNETES_VERSION
 from tests.istio_schemas import (
     chart_defaults,
+    chart_template,
     unknown_value_keys,
     validate_gateway_values,
     validate_istio_object,
+    with_chart_defaults,
 )
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -193,3 +197,147 @@ def test_changing_the_istio_version_upgrades_the_same_releases_in_place(dev):
         assert inputs["version"] == "1.30.4"
         assert {k: v for k, v in inputs.items() if k != "version"} == \
             {k: v for k, v in before[urn].items() if k != "version"}
+
+
+# Availability (issue 13 item 5): istiod's injector webhook fails closed, so while no istiod runs no
+# injected pod can start; a node drain must leave one istiod and one east-west gateway running.
+HOSTNAME = "kubernetes.io/hostname"
+
+
+@pytest.fixture(scope="module")
+def prod() -> Recording:
+    # ECDSA only to keep the mocks fast; the Helm values do not depend on the key algorithm.
+    return run_program({**stack_config("prod"), "caKeyAlgorithm": "ECDSA"})
+
+
+def effective_istiod_values(recording: Recording, cluster: str) -> dict:
+    values = release(recording, cluster, "istiod").inputs["values"]
+    return with_chart_defaults(values, chart_defaults(VERSION, "istiod"))
+
+
+def effective_gateway_values(recording: Recording, cluster: str) -> dict:
+    values = release(recording, cluster, "istio-eastwestgateway").inputs["values"]
+    return with_chart_defaults(values, chart_defaults(VERSION, "gateway"))
+
+
+def istiod_minimum_replicas(values: dict) -> int:
+    # deployment.yaml sets `replicas` only without the autoscaler; the HPA's floor is autoscaleMin.
+    return values["autoscaleMin"] if values["autoscaleEnabled"] else values["replicaCount"]
+
+
+def gateway_minimum_replicas(values: dict) -> int:
+    autoscaling = values["autoscaling"]
+    return autoscaling["minReplicas"] if autoscaling["enabled"] else (values["replicaCount"] or 1)
+
+
+def istiod_disruptions_allowed(values: dict) -> int:
+    """Pods a drain may evict at once at the minimum scale, per istiod's poddisruptionbudget.yaml:
+    no PDB below two replicas (then nothing stops the eviction: all of them); minAvailable unless
+    maxUnavailable is set."""
+    replicas = istiod_minimum_replicas(values)
+    if not (values["global"]["defaultPodDisruptionBudget"]["enabled"] and replicas > 1):
+        return replicas
+    pdb = values["pdb"]
+    if pdb.get("minAvailable") and "maxUnavailable" not in pdb:
+        return replicas - pdb["minAvailable"]
+    return pdb["maxUnavailable"]
+
+
+def gateway_disruptions_allowed(values: dict) -> int:
+    """As the gateway chart's poddisruptionbudget.yaml renders it: only with podDisruptionBudget
+    set and two or more replicas, with the given minAvailable or maxUnavailable."""
+    replicas = gateway_minimum_replicas(values)
+    budget = values["podDisruptionBudget"]
+    if not (budget and replicas > 1):
+        return replicas
+    if "maxUnavailable" in budget:
+        return budget["maxUnavailable"]
+    return replicas - budget["minAvailable"]
+
+
+def test_the_pdb_rules_restated_here_are_the_charts():
+    istiod = chart_template(VERSION, "istiod", "poddisruptionbudget.yaml")
+    assert ("(and .Values.autoscaleEnabled  (gt (int .Values.autoscaleMin) 1)) "
+            "(and (not .Values.autoscaleEnabled) (gt (int .Values.replicaCount) 1))") in istiod
+    assert 'if and .Values.pdb.minAvailable (not (hasKey .Values.pdb "maxUnavailable"))' in istiod
+    assert "app: istiod" in istiod  # the PDB's selector, which the spread below also uses
+    gateway = chart_template(VERSION, "gateway", "poddisruptionbudget.yaml")
+    assert "(and .Values.autoscaling.enabled  (gt (int .Values.autoscaling.minReplicas) 1))" in gateway
+    assert "{{- with .Values.podDisruptionBudget }}" in gateway
+    helpers = chart_template(VERSION, "gateway", "_helpers.tpl")
+    assert 'istio: {{ (.Values.labels.istio | quote) | default (include "gateway.name" . | trimPrefix "istio-") }}' \
+        in helpers
+
+
+def test_replicas_default_to_one_per_cluster(dev):
+    settings = parse_config(stack_config("dev"))
+    assert (settings.istiod_replicas, settings.eastwest_gateway_replicas) == (1, 1)
+    for cluster in CLUSTERS:
+        assert istiod_minimum_replicas(effective_istiod_values(dev, cluster)) == 1
+        assert gateway_minimum_replicas(effective_gateway_values(dev, cluster)) == 1
+
+
+@pytest.mark.parametrize("key", ["istiodReplicas", "eastwestGatewayReplicas"])
+@pytest.mark.parametrize("value", [0, -1, "two", 1.5])
+def test_replica_counts_below_one_or_not_integers_are_rejected(key, value):
+    with pytest.raises(ValueError, match=rf"{key}: .* is not allowed; expected an integer >= 1"):
+        parse_config({**stack_config("dev"), key: value})
+
+
+def test_prod_runs_two_or_more_istiods_and_eastwest_gateways_per_cluster(prod):
+    settings = parse_config(stack_config("prod"))
+    assert settings.istiod_replicas >= 2 and settings.eastwest_gateway_replicas >= 2
+    for cluster in (c.name for c in settings.clusters):
+        istiod, gateway = effective_istiod_values(prod, cluster), effective_gateway_values(prod, cluster)
+        assert istiod_minimum_replicas(istiod) == settings.istiod_replicas
+        assert gateway_minimum_replicas(gateway) == settings.eastwest_gateway_replicas
+        # The autoscalers may grow the deployments, never below the floor.
+        assert istiod["autoscaleMax"] >= istiod["autoscaleMin"]
+        assert gateway["autoscaling"]["maxReplicas"] >= gateway["autoscaling"]["minReplicas"]
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_with_two_or_more_replicas_a_drain_evicts_one_istiod_and_one_gateway_at_a_time(replicas):
+    recording = run_program({**stack_config("dev"), "caKeyAlgorithm": "ECDSA",
+                             "istiodReplicas": replicas, "eastwestGatewayReplicas": replicas})
+    for cluster in CLUSTERS:
+        assert istiod_disruptions_allowed(effective_istiod_values(recording, cluster)) == 1
+        assert gateway_disruptions_allowed(effective_gateway_values(recording, cluster)) == 1
+
+
+def test_with_one_replica_nothing_holds_a_drain_back(dev):
+    # One replica with a PDB would block every drain (kubernetes/kubernetes#93476): no budget then.
+    for cluster in CLUSTERS:
+        assert istiod_disruptions_allowed(effective_istiod_values(dev, cluster)) == 1
+        assert gateway_disruptions_allowed(effective_gateway_values(dev, cluster)) == 1
+        assert not effective_gateway_values(dev, cluster)["podDisruptionBudget"]
+
+
+def spread_pod(constraints: list[dict]) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "spread"},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "topologySpreadConstraints": constraints}}
+
+
+def spreads_across_nodes(constraints: list[dict], pod_labels: dict[str, str]) -> bool:
+    kubernetes_validate.validate(spread_pod(constraints), KUBERNETES_VERSION, strict=True)
+    return any(
+        c["topologyKey"] == HOSTNAME and c["whenUnsatisfiable"] == "DoNotSchedule" and c["maxSkew"] == 1
+        and c["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+        for c in constraints
+    )
+
+
+def test_prod_spreads_istiod_and_the_gateway_across_nodes(prod):
+    gateway_labels = {"app": "istio-eastwestgateway", "istio": "eastwestgateway"}  # _helpers.tpl, checked above
+    for cluster in (c.name for c in parse_config(stack_config("prod")).clusters):
+        istiod, gateway = effective_istiod_values(prod, cluster), effective_gateway_values(prod, cluster)
+        assert spreads_across_nodes(istiod["topologySpreadConstraints"], {"app": "istiod", "istio": "pilot"})
+        assert spreads_across_nodes(gateway["topologySpreadConstraints"], gateway_labels)
+
+
+def test_prod_values_are_chart_values_and_the_gateway_schema_accepts_them(prod):
+    for resource in all_releases(prod):
+        chart = resource.inputs["chart"]
+        assert unknown_value_keys(resource.inputs["values"], chart_defaults(VERSION, chart)) == [], resource.name
+        if chart == "gateway":
+            validate_gateway_values(VERSION, resource.inputs["values"])
