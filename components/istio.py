@@ -310,6 +310,9 @@ class EastWestGateway(pulumi.ComponentResource):
     exposes the cluster's services to the other networks on 15443."""
 
     release_status: pulumi.Output[Any]
+    # What the gateway runs: its chart version and Helm values (not the revision, which any
+    # upgrade bumps, e.g. a changed Helm timeout).
+    release_configuration: pulumi.Output[dict[str, Any]]
 
     def __init__(self, name: str, args: EastWestGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(EASTWEST_GATEWAY_TYPE, name, None, opts)
@@ -328,4 +331,5 @@ class EastWestGateway(pulumi.ComponentResource):
             _k8s_options(self, args.provider, depends_on=[args.istiod_ready]),
         )
         self.release_status = release.status
+        self.release_configuration = pulumi.Output.all(chart_version=release.version, values=release.values)
         self.register_outputs({"release_status": self.release_status})

@@ -128,13 +128,24 @@ class Mesh(pulumi.ComponentResource):
             ), child)
             self.demo_curl_command = app.curl_command
             if settings.smoke_test:
-                fingerprint = pulumi.Output.all(
-                    pki.root_cert_pem, *(ca.cert_pem for ca in pki.intermediates.values())
-                ).apply(lambda pems: mesh_fingerprint({
+                # Everything the test proves, so that a change to any of it runs the test again.
+                fingerprint = pulumi.Output.from_input({
+                    "certificates": [pki.root_cert_pem, *(ca.cert_pem for ca in pki.intermediates.values())],
+                    "eastwest_ips": {name: cluster.eastwest_ip for name, cluster in clusters.items()},
+                    "gateways": {name: gateway.release_configuration for name, gateway in gateways.items()},
+                    # What the remote secrets hold but the reader tokens, which are secret and so
+                    # stay out of the Job's public name.
+                    "remote_secrets": {
+                        "names": sorted(remote_secrets.secret_names),
+                        "endpoints": {name: cluster.endpoint for name, cluster in clusters.items()},
+                        "api_cas": {name: cluster.api_ca_pem for name, cluster in clusters.items()},
+                    },
+                }).apply(lambda parts: mesh_fingerprint({
+                    **parts,
                     "clusters": sorted(clusters),
                     "istio_version": settings.istio_version,
                     "mesh_id": settings.mesh_id,
-                    "certificates": sorted(pem or "" for pem in pems),
+                    "certificates": sorted(pem or "" for pem in parts["certificates"]),
                 }))
                 SmokeTest("exodemo-smoke-test", SmokeTestArgs(
                     cluster_name=settings.demo_client_cluster,

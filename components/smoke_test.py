@@ -18,8 +18,18 @@ from mesh_constants import SMOKE_TEST_TYPE
 EXPECTED_GREETING = "Hello World from host exo-webtest"
 SMOKE_ATTEMPTS = 30
 SMOKE_DELAY_SECONDS = 10
-# Room for every attempt (5 s curl timeout + the delay) plus pod and sidecar start-up.
-SMOKE_DEADLINE_SECONDS = SMOKE_ATTEMPTS * (SMOKE_DELAY_SECONDS + 6) + 120
+CURL_TIMEOUT_SECONDS = 5
+# Scheduling, pulling the curl and proxy images and starting the native sidecar.
+START_UP_SECONDS = 120
+# One retry in a new pod, for a pod lost to its node (a failing mesh fails both the same way).
+BACKOFF_LIMIT = 1
+# Kubernetes waits 10 s before the first pod retry (doubling after that).
+POD_RETRY_DELAY_SECONDS = 10
+# The longest one pod takes: start-up, every attempt with its timeout and delay, the sidecar's quit.
+POD_SECONDS = START_UP_SECONDS + SMOKE_ATTEMPTS * (CURL_TIMEOUT_SECONDS + SMOKE_DELAY_SECONDS) + CURL_TIMEOUT_SECONDS
+# The deadline counts from the Job's start across its pods, so it must hold every one of them, or
+# it kills the retry before it has made its attempts.
+SMOKE_DEADLINE_SECONDS = (BACKOFF_LIMIT + 1) * POD_SECONDS + BACKOFF_LIMIT * POD_RETRY_DELAY_SECONDS
 # Pulumi waits longer than the Job's deadline, so a failure shows the script's own message
 # rather than Pulumi's 10-minute default timeout.
 SMOKE_AWAIT = f"{SMOKE_DEADLINE_SECONDS // 60 + 5}m"
@@ -49,14 +59,14 @@ def smoke_test_script() -> str:
 url={WEBTEST_URL}
 body=""
 for attempt in $(seq 1 {SMOKE_ATTEMPTS}); do
-  body=$(curl -sS --max-time 5 "$url" 2>&1) && case "$body" in
+  body=$(curl -sS --max-time {CURL_TIMEOUT_SECONDS} "$url" 2>&1) && case "$body" in
     *"{EXPECTED_GREETING}"*) echo "attempt $attempt: $url answered: $body"; ok=1; break;;
   esac
   echo "attempt $attempt: $url answered: $body" >&2
   sleep {SMOKE_DELAY_SECONDS}
 done
 # Let the sidecar exit even where native sidecars are off, so the Job can complete.
-curl -fsS -X POST http://127.0.0.1:15020/quitquitquit >/dev/null 2>&1 || true
+curl -fsS --max-time {CURL_TIMEOUT_SECONDS} -X POST http://127.0.0.1:15020/quitquitquit >/dev/null 2>&1 || true
 if [ "${{ok:-0}}" = 1 ]; then exit 0; fi
 msg="cross-cluster smoke test failed: called $url {SMOKE_ATTEMPTS} times, \
 expected '{EXPECTED_GREETING}', last answer: $body"
@@ -82,7 +92,7 @@ class SmokeTest(pulumi.ComponentResource):
                 "annotations": {"pulumi.com/replaceUnready": "true"},
             },
             spec={
-                "backoffLimit": 1,
+                "backoffLimit": BACKOFF_LIMIT,
                 "activeDeadlineSeconds": SMOKE_DEADLINE_SECONDS,
                 "template": {
                     "metadata": {

@@ -2,6 +2,7 @@
 runs again, and its script run for real against a scripted curl."""
 
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from components.smoke_test import smoke_test_script
+from testing.mocks import MeshMocks
 from testing.program import Recording, run_program, stack_config
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -93,3 +95,87 @@ def test_smoke_script_retries_through_connection_errors(fake_bin):
     result = run_smoke_script(fake_bin("curl: (6) Could not resolve host: exo-webtest", exit_code=6))
     assert result.returncode == 1
     assert result.stderr.count("Could not resolve host") >= 30
+
+
+# Kubernetes' Job controller waits 10 s before the first pod retry (then 20 s, 40 s, ... capped at
+# 6 min: "Pod backoff failure policy", kubernetes.io/docs/concepts/workloads/controllers/job/).
+POD_RETRY_BACKOFF_SECONDS = (10, 20, 40, 80, 160, 320)
+# Scheduling, image pulls (curl and the proxy) and the native sidecar's start before the script
+# runs: a minute is the least a node that has not pulled them yet needs.
+MIN_START_UP_SECONDS = 60
+
+
+def script_worst_case_seconds(script: str) -> int:
+    """The longest one run of the script can take, read from the script itself: every curl's
+    --max-time, and every `sleep` as often as its loop runs."""
+    (attempts,) = (int(n) for n in re.findall(r"\$\(seq 1 (\d+)\)", script))
+    loop, after = script.split("\ndone\n")
+    loop_timeouts = sum(int(t) for t in re.findall(r"--max-time (\d+)", loop))
+    loop_sleeps = sum(int(s) for s in re.findall(r"\bsleep (\d+)", loop))
+    assert loop_timeouts and loop_sleeps, "the loop's curl needs a timeout and the loop a delay"
+    for line in script.splitlines():
+        if re.search(r"(^|[\s(])curl\s", line):
+            assert "--max-time" in line, f"a curl without a timeout can hang until the deadline: {line}"
+    after_timeouts = sum(int(t) for t in re.findall(r"--max-time (\d+)", after))
+    return attempts * (loop_timeouts + loop_sleeps) + after_timeouts
+
+
+def test_the_deadline_lets_every_attempt_run_to_its_end(dev):
+    # With a deadline shorter than all pod attempts, Kubernetes kills the last one early and the
+    # retry the Job promises never really happens (issue 13 item 6).
+    spec = smoke_job(dev).inputs["spec"]
+    pods = int(spec["backoffLimit"]) + 1
+    one_pod = MIN_START_UP_SECONDS + script_worst_case_seconds(smoke_test_script())
+    worst_case = pods * one_pod + sum(POD_RETRY_BACKOFF_SECONDS[: pods - 1])
+    assert spec["activeDeadlineSeconds"] >= worst_case
+    # ... and Pulumi waits for the deadline, so the script's message is what the user sees.
+    assert int(smoke_job(dev).create_timeout.removesuffix("m")) * 60 > spec["activeDeadlineSeconds"]
+
+
+def test_the_worst_case_reading_counts_every_attempt():
+    script = "for attempt in $(seq 1 3); do\n  curl --max-time 5 x\n  sleep 10\ndone\ncurl --max-time 2 y\n"
+    assert script_worst_case_seconds(script) == 3 * 15 + 2
+
+
+def job_name(recording: Recording) -> str:
+    return smoke_job(recording).inputs["metadata"]["name"]
+
+
+def run_with_changed_outputs(monkeypatch, handler: str, resource_name: str, **changed: str) -> Recording:
+    """The dev stack where the mock provider reports other outputs for one resource, as the cloud
+    would after replacing it."""
+    original = getattr(MeshMocks, handler)
+
+    def changed_outputs(self, args, inputs, resource_id):
+        outputs = original(self, args, inputs, resource_id)
+        return {**outputs, **changed} if args.name == resource_name else outputs
+
+    monkeypatch.setattr(MeshMocks, handler, changed_outputs)
+    return run_program(stack_config("dev"))
+
+
+def test_a_new_eastwest_nlb_address_reruns_the_smoke_test(dev, monkeypatch):
+    # The NLB replaced, or its address changed: peers now reach this cluster elsewhere.
+    moved = run_with_changed_outputs(monkeypatch, "_exoscale_index_nlb_Nlb", "cluster2-eastwest",
+                                     ipAddress="194.182.0.7")
+    assert job_name(moved) != job_name(dev)
+
+
+def test_a_changed_eastwest_gateway_reruns_the_smoke_test(dev):
+    assert job_name(run_program({**stack_config("dev"), "eastwestGatewayReplicas": 2})) != job_name(dev)
+
+
+def test_a_changed_remote_secret_reruns_the_smoke_test(dev, monkeypatch):
+    # A cluster's API endpoint moved (the cluster was replaced): every remote secret pointing at
+    # it is rewritten, and the test must prove the new ones.
+    changed = run_with_changed_outputs(monkeypatch, "_exoscale_index_sksCluster_SksCluster", "cluster2",
+                                       endpoint="https://moved.sks.example:443")
+    secret = changed.named("cluster1-istio-remote-secret-cluster2")
+    assert secret.inputs != dev.named("cluster1-istio-remote-secret-cluster2").inputs, "the secret did change"
+    assert job_name(changed) != job_name(dev)
+
+
+def test_an_unrelated_change_does_not_rerun_the_smoke_test(dev):
+    changed = run_program({**stack_config("dev"), "helmTimeoutSeconds": 1200})
+    assert {r.inputs["timeout"] for r in changed.of_type(RELEASE) if r.inputs["chart"] == "gateway"} == {1200}
+    assert job_name(changed) == job_name(dev)
