@@ -158,12 +158,15 @@ class MeshCluster(pulumi.ComponentResource):
 
         # cluster_identifier keeps the provider (and every object it manages) when the kubeconfig
         # is renewed; depending on the nodepool makes workloads wait for nodes on create and go
-        # away before the nodes on destroy.
+        # away before the nodes on destroy. Mutable Secrets: without them a changed `cacerts` or
+        # remote secret is deleted and re-created under its fixed name, so istiod's file watch
+        # misses a renewed intermediate and peers briefly lose a cluster.
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
             cluster_identifier=cluster.id,
             enable_server_side_apply=True,
+            enable_secret_mutable=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nodepool]),
         )
         self.cluster_id = cluster.id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import runpy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,10 +21,12 @@ import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from tests.mocks import MeshMocks, unwrap
+from tests import engine
+from tests.mocks import MeshMocks, stable_uuid, unwrap
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
@@ -50,6 +53,11 @@ class Registered:
     additional_secret_outputs: list[str]
     create_timeout: str
     outputs: dict[str, Any] = field(default_factory=dict)
+    ignore_changes: list[str] = field(default_factory=list)
+    replace_on_changes: list[str] = field(default_factory=list)
+    provider_ref: str = ""  # "<provider urn>::<provider id>": a new id means a replaced provider
+    # What the engine does with it on this run (tests/engine.py): "create" on a first run.
+    step: str = engine.CREATE
 
     @property
     def all_dependencies(self) -> set[str]:
@@ -70,6 +78,20 @@ class StackOutput:
 class Recording:
     resources: list[Registered]
     outputs: dict[str, StackOutput]
+    # Resources of the previous run that this run no longer registers (the engine deletes them).
+    deleted: list[Registered] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def steps(self) -> dict[str, str]:
+        """Resource name -> what the engine does with it (tests/engine.py), deletes included."""
+        steps = {r.name: r.step for r in self.resources if r.custom}
+        for gone in (r for r in self.deleted if r.custom):
+            steps[gone.name] = engine.REPLACE if gone.name in steps else engine.DELETE
+        return steps
+
+    def changed(self) -> dict[str, str]:
+        """Only the resources the engine touches: name -> step."""
+        return {name: step for name, step in self.steps().items() if step != engine.SAME}
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -106,34 +128,68 @@ class Recording:
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks: MeshMocks) -> None:
+    """Records every registration; given the previous run's recording, it also plays the engine:
+    each resource gets the step the engine would take, and keeps its old id and outputs unless it
+    is replaced, so downstream inputs see what a real second `pulumi up` would give them."""
+
+    def __init__(self, mocks: MeshMocks, previous: Recording | None = None) -> None:
         super().__init__(mocks)
         self.registrations: list[Registered] = []
+        self.previous = {r.urn: r for r in previous.resources} if previous else None
+        self.provider_inputs: dict[str, dict[str, Any]] = {}
 
     def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
-            return response
-        wire = json_format.MessageToDict(request.object)
+            return super().RegisterResource(request)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        inputs = unwrap(rpc.deserialize_properties(request.object))
+        provider_urn = request.provider.rsplit("::", 1)[0] if request.provider else ""
+        old = self.previous.get(urn) if self.previous is not None else None
+        step, goal, resource_id = engine.CREATE, inputs, ""
+        if old is not None:
+            goal = engine.apply_ignore_changes(old.inputs, inputs, request.ignoreChanges)
+            step = engine.next_step(
+                request.type, old.inputs, goal, request.replaceOnChanges,
+                provider_replaced=bool(old.provider_ref) and old.provider_ref != request.provider,
+                provider_inputs=self.provider_inputs.get(provider_urn),
+            )
+            resource_id = stable_uuid(old.id, "replacement") if step == engine.REPLACE else old.id
+        args = pulumi_mocks.MockResourceArgs(
+            typ=request.type, name=request.name, inputs=goal, provider=request.provider,
+            resource_id=resource_id, custom=bool(request.custom),
+        )
+        new_id, state = self.mocks.new_resource(args)
+        if old is not None and step == engine.SAME:
+            state = old.outputs
+        if request.type.startswith("pulumi:providers:"):
+            self.provider_inputs[urn] = inputs
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, new_id, state)
+        response = resource_pb2.RegisterResourceResponse(
+            urn=urn, id=new_id, object=_sync_await(rpc.serialize_properties(state, {}))
+        )
         dependencies = set(request.dependencies)
         for deps in request.propertyDependencies.values():
             dependencies.update(deps.urns)
         self.registrations.append(Registered(
             type=request.type,
             name=request.name,
-            urn=response.urn,
-            id=response.id,
+            urn=urn,
+            id=new_id,
             parent=request.parent,
-            provider_urn=request.provider.rsplit("::", 1)[0] if request.provider else "",
+            provider_urn=provider_urn,
             dependencies=dependencies,
-            inputs=unwrap(rpc.deserialize_properties(request.object)),
-            wire_inputs=wire,
+            inputs=inputs,
+            wire_inputs=json_format.MessageToDict(request.object),
             custom=bool(request.custom),
             protect=bool(request.protect),
             deleted_with=request.deletedWith,
             additional_secret_outputs=list(request.additionalSecretOutputs),
             create_timeout=request.customTimeouts.create,
-            outputs=self.resources[response.urn].state if response.urn in self.resources else {},
+            outputs=state,
+            ignore_changes=list(request.ignoreChanges),
+            replace_on_changes=list(request.replaceOnChanges),
+            provider_ref=request.provider,
+            step=step,
         ))
         return response
 
@@ -154,18 +210,31 @@ def _as_config_value(value: Any) -> str:
 
 
 def run_program(
-    config: Mapping[str, Any], stack: str = "dev", secret_keys: tuple[str, ...] = (), preview: bool = False
+    config: Mapping[str, Any],
+    stack: str = "dev",
+    secret_keys: tuple[str, ...] = (),
+    preview: bool = False,
+    previous: Recording | None = None,
+    mocks: MeshMocks | None = None,
 ) -> Recording:
-    """Run __main__.py with `config` (keys without project prefix) and return what it registered."""
-    monitor = RecordingMonitor(MeshMocks())
-    return contextvars.Context().run(_run, monitor, dict(config), stack, secret_keys, preview)
+    """Run __main__.py with `config` (keys without project prefix) and return what it registered.
+
+    With `previous` (an earlier run's recording, as the stack's state), the run is the next
+    `pulumi up`: every resource carries the engine's step and `deleted` lists what goes away."""
+    monitor = RecordingMonitor(mocks or MeshMocks(), previous)
+    recording = contextvars.Context().run(_run, monitor, dict(config), stack, secret_keys, preview)
+    if previous is not None:
+        registered = {r.urn for r in recording.resources}
+        recording.deleted = [r for r in previous.resources if r.urn not in registered or
+                             recording.by_urn(r.urn).step == engine.REPLACE]
+    return recording
 
 
 def run_failing_program(
-    config: Mapping[str, Any], secret_keys: tuple[str, ...] = ()
+    config: Mapping[str, Any], secret_keys: tuple[str, ...] = (), mocks: MeshMocks | None = None
 ) -> tuple[Exception, list[Registered]]:
     """Run a program expected to fail; return the error and whatever it registered before."""
-    monitor = RecordingMonitor(MeshMocks())
+    monitor = RecordingMonitor(mocks or MeshMocks())
     try:
         contextvars.Context().run(_run, monitor, dict(config), "dev", secret_keys, False)
     except Exception as error:  # noqa: BLE001 - the error is the result
@@ -180,7 +249,13 @@ def _run(
         {f"{PROJECT}:{k}": _as_config_value(v) for k, v in config.items()},
         [f"{PROJECT}:{k}" for k in secret_keys],
     )
-    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    warnings = _WarningCollector()
+    logger = logging.getLogger(f"{PROJECT}.tests.{id(monitor)}")
+    logger.propagate = False
+    logger.addHandler(warnings)
+    pulumi.runtime.set_mocks(
+        monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor, logger=logger
+    )
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(MAIN), run_name="__main__")))
 
     outputs: dict[str, StackOutput] = {}
@@ -188,7 +263,18 @@ def _run(
     for key, value in getattr(root, "outputs", {}).items():
         output = pulumi.Output.from_input(value)
         outputs[key] = StackOutput(_sync_await(output.future()), bool(_sync_await(output.is_secret())))
-    return Recording(monitor.registrations, outputs)
+    return Recording(monitor.registrations, outputs, warnings=warnings.messages)
+
+
+class _WarningCollector(logging.Handler):
+    """What `pulumi.log.warn` shows the user, as the mock engine receives it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def plaintext_strings(wire: Any, inside_secret: bool = False) -> Iterator[str]:

@@ -5,6 +5,7 @@ import jsonschema
 import pytest
 
 from components.config import parse_config
+from tests import engine
 from tests.harness import Recording, run_program, stack_config
 from tests.istio_schemas import (
     chart_defaults,
@@ -193,3 +194,17 @@ def test_changing_the_istio_version_upgrades_the_same_releases_in_place(dev):
         assert inputs["version"] == "1.30.4"
         assert {k: v for k, v in inputs.items() if k != "version"} == \
             {k: v for k, v in before[urn].items() if k != "version"}
+
+
+def test_reissued_intermediates_update_cacerts_in_place_so_istiod_reloads_them(dev):
+    # A new validity re-issues every intermediate, as early renewal does. istiod watches the
+    # mounted `cacerts` files: the Secret must be updated, not deleted and re-created under its
+    # fixed name (pulumi-kubernetes replaces Secrets on a data change unless mutable).
+    reissued = run_program({**stack_config("dev"), "intermediateCaValidityHours": 8760}, previous=dev)
+    steps = reissued.steps()
+    for cluster in CLUSTERS:
+        assert steps[f"mesh-ca-{cluster}-intermediate-cert"] == engine.REPLACE
+        assert steps[f"{cluster}-istio-cacerts"] == engine.UPDATE
+        new_intermediate = reissued.named(f"mesh-ca-{cluster}-intermediate-cert").outputs["certPem"]
+        assert reissued.named(f"{cluster}-istio-cacerts").inputs["stringData"]["ca-cert.pem"] == new_intermediate
+        assert new_intermediate != dev.named(f"mesh-ca-{cluster}-intermediate-cert").outputs["certPem"]

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from components.remote_access import reader_kubeconfig
+from tests import engine
 from tests.harness import SECRET_SIG, SIG_KEY, Recording, validate_kubernetes
 from tests.mocks import cluster_ca
 
@@ -72,6 +73,17 @@ def test_remote_secrets_wait_for_the_targets_reader_rbac_from_istiod(recording):
 def test_remote_secret_contents_are_pulumi_secrets(recording):
     for secret in remote_secrets(recording).values():
         assert secret.wire_inputs["stringData"][SIG_KEY] == SECRET_SIG
+
+
+def test_a_changed_remote_secret_is_updated_in_place_never_deleted_first(recording):
+    # A deleted remote secret makes istiod drop that cluster's endpoints until it is back.
+    for secret in remote_secrets(recording).values():
+        provider = recording.by_urn(secret.provider_urn)
+        (target,) = secret.inputs["stringData"]
+        changed = {**secret.inputs, "stringData": {target: secret.inputs["stringData"][target] + "# new token"}}
+        step = engine.next_step(secret.type, secret.inputs, changed, secret.replace_on_changes,
+                                provider_inputs=provider.inputs)
+        assert step == engine.UPDATE, secret.name
 
 
 def test_remote_secrets_are_valid_kubernetes_secrets(recording):
