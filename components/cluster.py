@@ -170,7 +170,6 @@ class MeshCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nodepool]),
         )
         self.cluster_id = cluster.id
-        self.api_ca_pem = cluster.control_plane_ca
         self.instance_pool_id = self.nodepool.instance_pool_id
         self.register_outputs({
             "endpoint": self.endpoint,

@@ -70,7 +70,6 @@ def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[s
             reader_token_data=control_plane.reader_token.data,
             namespace=control_plane.namespace.metadata.name,
             reader_rbac=control_plane.istiod,
-            api_ca_pem=clusters[name].api_ca_pem,
         )
         for name, control_plane in control_planes.items()
     )))
