@@ -74,11 +74,13 @@ class MeshCluster(pulumi.ComponentResource):
         exoscale_name = f"{args.name_prefix}-{settings.name}"
         child = pulumi.ResourceOptions(parent=self)
 
+        # The description is replace-on-change: replacing the group under running nodes for a
+        # label would cut them off, so it says nothing that changes and older wording is kept.
         security_group = exoscale.SecurityGroup(
             f"{name}-nodes",
             name=f"{exoscale_name}-nodes",
-            description=f"SKS nodes of {exoscale_name} ({settings.cni})",
-            opts=child,
+            description=f"SKS nodes of {exoscale_name}",
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["description"]),
         )
         rules = [
             exoscale.SecurityGroupRule(
@@ -115,7 +117,13 @@ class MeshCluster(pulumi.ComponentResource):
             auto_upgrade=False,
             labels={"mesh": args.mesh_id, "managed-by": "pulumi"},
             description=f"Istio mesh {args.mesh_id}, network {settings.network}",
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+            # The provider only sets cni and service_level at creation and silently ignores a
+            # change; replacing shows it in the preview (and `protect` refuses it). The name and
+            # the east-west NLB stay, so the old cluster goes first.
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect,
+                replace_on_changes=["cni", "serviceLevel"], delete_before_replace=True,
+            ),
         )
         self.nodepool = exoscale.SksNodepool(
             f"{name}-nodepool",

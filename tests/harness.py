@@ -56,6 +56,7 @@ class Registered:
     ignore_changes: list[str] = field(default_factory=list)
     replace_on_changes: list[str] = field(default_factory=list)
     provider_ref: str = ""  # "<provider urn>::<provider id>": a new id means a replaced provider
+    delete_before_replace: bool = False
     # What the engine does with it on this run (tests/engine.py): "create" on a first run.
     step: str = engine.CREATE
 
@@ -189,6 +190,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             ignore_changes=list(request.ignoreChanges),
             replace_on_changes=list(request.replaceOnChanges),
             provider_ref=request.provider,
+            delete_before_replace=bool(request.deleteBeforeReplace),
             step=step,
         ))
         return response
