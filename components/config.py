@@ -88,6 +88,8 @@ class PkiSettings:
     root_validity_hours: int = 87600  # ~10 years, like Istio's ROOTCA_DAYS
     intermediate_validity_hours: int = 17520  # ~2 years
     intermediate_early_renewal_hours: int = 720  # re-issue 30 days before expiry
+    # The root only changes when this does: istiod needs a restart to trust a new root.
+    root_generation: int = 1
     # Bring-your-own root: the certificate is public; its key is read as a Pulumi secret by
     # __main__.py and never passes through this module.
     root_cert_pem: str | None = None
@@ -200,6 +202,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "intermediateCaEarlyRenewalHours", "integer", "720", ">= 0", attribute="pki.intermediate_early_renewal_hours"
     ),
+    ConfigKey("rootCaGeneration", "integer", "1", ">= 1; raise to rotate the root", attribute="pki.root_generation"),
     ConfigKey("rootCaCertPem", "string", "(generated)", "PEM certificate; with rootCaKeyPem"),
     ConfigKey("rootCaKeyPem", "secret string", "(generated)", "PEM private key; set with --secret", secret=True),
     ConfigKey("demoEnabled", "boolean", "true", "true, false", attribute="demo.enabled"),
@@ -465,6 +468,7 @@ def _parse_pki(reader: _Reader, raw: Mapping[str, Any], secret_keys: frozenset[s
         root_validity_hours=root_validity,
         intermediate_validity_hours=intermediate_validity,
         intermediate_early_renewal_hours=early_renewal,
+        root_generation=reader.integer(raw, "rootCaGeneration", "rootCaGeneration", defaults.root_generation, 1),
         root_cert_pem=root_cert if has_key else None,
     )
 

@@ -45,7 +45,6 @@ class IstioControlPlaneArgs:
     chart_repository: str
     provider: k8s.Provider
     ca: IntermediateCa
-    root_cert_pem: pulumi.Input[str]
     eastwest_nlb_id: pulumi.Input[str]
     instance_pool_id: pulumi.Input[str]
     helm_timeout_seconds: int
@@ -165,7 +164,7 @@ class IstioControlPlane(pulumi.ComponentResource):
             string_data=pulumi.Output.secret({
                 "ca-cert.pem": args.ca.cert_pem,
                 "ca-key.pem": args.ca.key_pem,
-                "root-cert.pem": args.root_cert_pem,
+                "root-cert.pem": args.ca.root_cert_pem,
                 "cert-chain.pem": args.ca.chain_pem,
             }),
             opts=self._k8s(),

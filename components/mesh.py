@@ -54,7 +54,6 @@ def build_mesh(settings: MeshSettings, stack: str, root_key_pem: pulumi.Output[s
             chart_repository=settings.istio_chart_repository,
             provider=clusters[c.name].provider,
             ca=pki.intermediates[c.name],
-            root_cert_pem=pki.root_cert_pem,
             eastwest_nlb_id=clusters[c.name].eastwest_nlb.id,
             instance_pool_id=clusters[c.name].instance_pool_id,
             helm_timeout_seconds=settings.helm.timeout_seconds,

@@ -21,8 +21,9 @@ import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.proto import resource_pb2
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.stack import run_pulumi_func, wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
 from tests import engine
@@ -233,14 +234,35 @@ def run_program(
 
 
 def run_failing_program(
-    config: Mapping[str, Any], secret_keys: tuple[str, ...] = (), mocks: MeshMocks | None = None
+    config: Mapping[str, Any],
+    secret_keys: tuple[str, ...] = (),
+    mocks: MeshMocks | None = None,
+    previous: Recording | None = None,
 ) -> tuple[Exception, list[Registered]]:
     """Run a program expected to fail; return the error and whatever it registered before."""
-    monitor = RecordingMonitor(mocks or MeshMocks())
+    monitor = RecordingMonitor(mocks or MeshMocks(), previous)
+    error = contextvars.Context().run(_run_expecting_failure, monitor, dict(config), secret_keys)
+    return error, monitor.registrations
+
+
+def _run_expecting_failure(
+    monitor: RecordingMonitor, config: dict[str, Any], secret_keys: tuple[str, ...]
+) -> Exception:
     try:
-        contextvars.Context().run(_run, monitor, dict(config), "dev", secret_keys, False)
+        _run(monitor, config, "dev", secret_keys, False)
     except Exception as error:  # noqa: BLE001 - the error is the result
-        return error, monitor.registrations
+        # Pulumi stops at the first failed registration; the rest of the program is still queued
+        # on the shared event loop, and the next run's wait for outstanding tasks would await it
+        # and fail with this error. Let it finish here, failing as it may.
+        manager = runtime_settings._get_rpc_manager()
+        for _ in range(1000):
+            manager.unhandled_exception = None
+            try:
+                _sync_await(wait_for_rpcs())
+                break
+            except Exception:  # noqa: BLE001 - the same failure, seen by another resource
+                continue
+        return error
     raise AssertionError("the program was expected to fail but succeeded")
 
 
