@@ -5,7 +5,7 @@ PYTHON ?= python3
 ACTIONLINT_VERSION ?= v1.7.12
 BIN := $(VENV)/bin
 
-.PHONY: deploy preview destroy test lint kubeconfig bench schema
+.PHONY: deploy preview refresh destroy test lint kubeconfig bench schema
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ deploy: $(VENV)/.runtime-deps
 
 preview: $(VENV)/.runtime-deps
 	scripts/pulumi-stack.sh $(STACK) preview
+
+# Both renew expired admin kubeconfigs first (a targeted up), so they work after any pause.
+refresh: $(VENV)/.runtime-deps
+	scripts/pulumi-stack.sh $(STACK) refresh
 
 destroy: $(VENV)/.runtime-deps
 	scripts/pulumi-stack.sh $(STACK) destroy

@@ -68,8 +68,6 @@ class MeshCluster(pulumi.ComponentResource):
     provider: k8s.Provider
     cluster_id: pulumi.Output[str]
     endpoint: pulumi.Output[str]
-    # The API server's CA (PEM) as SKS reports it.
-    api_ca_pem: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]  # secret
     instance_pool_id: pulumi.Output[str]
     eastwest_nlb_id: pulumi.Output[str]
@@ -85,11 +83,13 @@ class MeshCluster(pulumi.ComponentResource):
         exoscale_name = f"{args.name_prefix}-{settings.name}"
         child = pulumi.ResourceOptions(parent=self)
 
+        # The description is replace-on-change: replacing the group under running nodes for a
+        # label would cut them off, so it says nothing that changes and older wording is kept.
         security_group = exoscale.SecurityGroup(
             f"{name}-nodes",
             name=f"{exoscale_name}-nodes",
-            description=f"SKS nodes of {exoscale_name} ({settings.cni})",
-            opts=child,
+            description=f"SKS nodes of {exoscale_name}",
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["description"]),
         )
         rules = [
             exoscale.SecurityGroupRule(
@@ -126,7 +126,13 @@ class MeshCluster(pulumi.ComponentResource):
             auto_upgrade=False,
             labels={"mesh": args.mesh_id, "managed-by": "pulumi"},
             description=f"Istio mesh {args.mesh_id}, network {settings.network}",
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+            # The provider only sets cni and service_level at creation and silently ignores a
+            # change; replacing shows it in the preview (and `protect` refuses it). The name and
+            # the east-west NLB stay, so the old cluster goes first.
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect,
+                replace_on_changes=["cni", "serviceLevel"], delete_before_replace=True,
+            ),
         )
         nodepool = exoscale.SksNodepool(
             f"{name}-nodepool",
@@ -173,16 +179,18 @@ class MeshCluster(pulumi.ComponentResource):
         # cluster_identifier keeps the provider (and every object it manages) when the kubeconfig
         # is renewed. No wait for the nodepool: namespaces, Secrets, CRDs and RBAC need only the
         # API server, so they are applied while the nodes boot; workloads wait for `nodes_ready`
-        # themselves, which also removes them before the nodes on destroy.
+        # themselves, which also removes them before the nodes on destroy. Mutable Secrets: without
+        # them a changed `cacerts` or remote secret is deleted and re-created under its fixed name,
+        # so istiod's file watch misses a renewed intermediate and peers briefly lose a cluster.
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
             cluster_identifier=cluster.id,
             enable_server_side_apply=True,
+            enable_secret_mutable=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.cluster_id = cluster.id
-        self.api_ca_pem = cluster.control_plane_ca
         self.instance_pool_id = nodepool.instance_pool_id
         self.eastwest_nlb_id = eastwest_nlb.id
         self.eastwest_ip = eastwest_nlb.ip_address

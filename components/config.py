@@ -113,6 +113,8 @@ class PkiSettings:
     root_validity_hours: int
     intermediate_validity_hours: int
     intermediate_early_renewal_hours: int
+    # The root only changes when this does: istiod needs a restart to trust a new root.
+    root_generation: int
     # Bring-your-own root: the certificate is public; its key is read as a Pulumi secret by
     # __main__.py and never passes through these settings.
     root_cert_pem: str | None
@@ -148,6 +150,8 @@ class MeshSettings(_Model):
     intermediate_ca_validity_hours: int = setting(
         17520, ge=24, allowed="an integer >= 24 (h), more than intermediateCaEarlyRenewalHours")
     intermediate_ca_early_renewal_hours: int = setting(720, ge=0, allowed="an integer >= 0 (h)")
+    root_ca_generation: int = setting(
+        1, ge=1, allowed="an integer >= 1; raise it by one to rotate the root (README: Certificates)")
     root_ca_cert_pem: str | None = setting(None, pattern="-----BEGIN CERTIFICATE-----", shown_default="(generated)",
                                            allowed="a PEM certificate, set together with rootCaKeyPem")
     root_ca_key_pem: SecretStr | None = setting(None, shown_default="(generated)", secret=True,
@@ -170,7 +174,7 @@ class MeshSettings(_Model):
     def pki(self) -> PkiSettings:
         return PkiSettings(self.ca_organization, self.ca_key_algorithm, self.root_ca_validity_hours,
                            self.intermediate_ca_validity_hours, self.intermediate_ca_early_renewal_hours,
-                           self.root_ca_cert_pem if self.root_ca_key_pem else None)
+                           self.root_ca_generation, self.root_ca_cert_pem if self.root_ca_key_pem else None)
 
     @model_validator(mode="after")
     def _demo_defaults_to_the_second_and_first_cluster(self) -> MeshSettings:

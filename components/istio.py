@@ -58,7 +58,6 @@ class IstioControlPlaneArgs:
     charts: IstioCharts
     provider: k8s.Provider
     ca: IntermediateCa
-    root_cert_pem: pulumi.Input[str]
     # The cluster's MeshCluster.nodes_ready: istiod's pods need nodes, its API objects do not.
     nodes_ready: Readiness
     replicas: int
@@ -258,7 +257,7 @@ class IstioControlPlane(pulumi.ComponentResource):
             string_data=pulumi.Output.secret({
                 "ca-cert.pem": args.ca.cert_pem,
                 "ca-key.pem": args.ca.key_pem,
-                "root-cert.pem": args.root_cert_pem,
+                "root-cert.pem": args.ca.root_cert_pem,
                 "cert-chain.pem": args.ca.chain_pem,
             }),
             opts=self._k8s(),

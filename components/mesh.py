@@ -75,7 +75,6 @@ class Mesh(pulumi.ComponentResource):
                 charts=charts,
                 provider=clusters[c.name].provider,
                 ca=pki.intermediates[c.name],
-                root_cert_pem=pki.root_cert_pem,
                 nodes_ready=clusters[c.name].nodes_ready,
                 replicas=settings.istiod_replicas,
                 mtls_strict=settings.mtls_strict,
@@ -105,7 +104,6 @@ class Mesh(pulumi.ComponentResource):
                 reader_token_data=control_plane.reader_token_data,
                 namespace=control_plane.namespace,
                 reader_rbac=control_plane,
-                api_ca_pem=clusters[name].api_ca_pem,
             )
             for name, control_plane in control_planes.items()
         )), child)
@@ -138,7 +136,7 @@ class Mesh(pulumi.ComponentResource):
                     "remote_secrets": {
                         "names": sorted(remote_secrets.secret_names),
                         "endpoints": {name: cluster.endpoint for name, cluster in clusters.items()},
-                        "api_cas": {name: cluster.api_ca_pem for name, cluster in clusters.items()},
+                        "cas": remote_secrets.target_cas,
                     },
                 }).apply(lambda parts: mesh_fingerprint({
                     **parts,

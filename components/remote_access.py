@@ -14,6 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.istio import READER_TOKEN_SECRET
 from mesh_constants import REMOTE_SECRETS_TYPE
 
 MULTICLUSTER_LABEL = "istio/multiCluster"
@@ -33,8 +34,6 @@ class RemoteCluster:
     # The cluster's control plane: istiod's release grants the reader account its RBAC, and peers'
     # secrets wait for it.
     reader_rbac: pulumi.Resource
-    # The API server's CA (PEM) as SKS reports it: used if the token Secret carries no `ca.crt`.
-    api_ca_pem: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -46,12 +45,22 @@ def remote_secret_name(cluster_name: str) -> str:
     return f"istio-remote-secret-{cluster_name}"
 
 
-def reader_kubeconfig(cluster_name: str, endpoint: str, token_data: Mapping[str, str] | None,
-                      api_ca_pem: str = "") -> str:
+def reader_kubeconfig(cluster_name: str, endpoint: str, token_data: Mapping[str, str] | None) -> str:
     """A kubeconfig for istiod with inline CA and bearer token only: no exec plugins or files,
-    which istiod rejects (istio/istio#36307)."""
+    which istiod rejects (istio/istio#36307).
+
+    The CA is the one the token controller writes beside the token (the CA that signs the API
+    server's certificate); without it or the token, peers' istiods would fail at runtime with TLS
+    errors or 401s, so the deploy stops here instead."""
     token_data = token_data or {}
-    ca_data = token_data.get("ca.crt") or base64.b64encode((api_ca_pem or "").encode()).decode()
+    missing = [key for key in ("token", "ca.crt") if not token_data.get(key)]
+    if missing:
+        raise ValueError(
+            f"cluster {cluster_name}: the reader token Secret {READER_TOKEN_SECRET} has no "
+            + " and no ".join(f"`{key}`" for key in missing)
+            + "; check that kube-controller-manager's token controller is running there, then run `pulumi up` again"
+        )
+    ca_data = token_data["ca.crt"]
     document: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -61,7 +70,7 @@ def reader_kubeconfig(cluster_name: str, endpoint: str, token_data: Mapping[str,
         }],
         "users": [{
             "name": cluster_name,
-            "user": {"token": base64.b64decode(token_data.get("token", "")).decode()},
+            "user": {"token": base64.b64decode(token_data["token"]).decode()},
         }],
         "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
         "current-context": cluster_name,
@@ -75,13 +84,15 @@ class RemoteSecrets(pulumi.ComponentResource):
 
     # "<holder>/<target>" for every secret: in cluster <holder>, the one pointing at <target>.
     secret_names: list[str]
+    # Per target cluster, the API server CA (base64 PEM) its secrets trust: public, unlike the token.
+    target_cas: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: RemoteSecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(REMOTE_SECRETS_TYPE, name, None, opts)
         # One kubeconfig per target cluster, shared by the N-1 secrets that point at it.
         kubeconfigs = {
             target.name: pulumi.Output.secret(
-                pulumi.Output.all(target.endpoint, target.reader_token_data, target.api_ca_pem).apply(
+                pulumi.Output.all(target.endpoint, target.reader_token_data).apply(
                     lambda values, cluster=target.name: reader_kubeconfig(cluster, *values)
                 )
             )
@@ -109,4 +120,10 @@ class RemoteSecrets(pulumi.ComponentResource):
                     ),
                 )
         self.secret_names = [f"{holder}/{target}" for holder, target in secrets]
-        self.register_outputs({"secret_names": self.secret_names})
+        # A CA certificate is public; only its place beside the token made it secret.
+        self.target_cas = {
+            target.name: pulumi.Output.unsecret(pulumi.Output.from_input(target.reader_token_data).apply(
+                lambda data: (data or {}).get("ca.crt", "")))
+            for target in args.clusters
+        }
+        self.register_outputs({"secret_names": self.secret_names, "target_cas": self.target_cas})

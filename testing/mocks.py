@@ -183,7 +183,8 @@ class MeshMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         inputs = unwrap(args.inputs)
         handler = getattr(self, "_" + args.typ.replace(":", "_").replace("/", "_").replace(".", "_"), None)
-        resource_id = stable_uuid(args.typ, args.name)
+        # The harness passes the id the engine keeps (an update) or a fresh one (a replacement).
+        resource_id = args.resource_id or stable_uuid(args.typ, args.name)
         outputs = dict(inputs)
         if handler is not None:
             outputs.update(handler(args, inputs, resource_id))

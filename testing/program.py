@@ -2,6 +2,10 @@
 
 Every registration is kept with its inputs (with Pulumi's secret markers), parent, provider,
 dependencies and options, so tests and the benchmark look at what the engine would receive.
+Given the previous run's recording (the stack's state), a run is the next `pulumi up`: each
+resource carries the step the engine would take (testing/engine.py) and keeps its old id and
+outputs unless replaced, so downstream inputs see what a real second `up` would give them.
+
 Only public SDK interfaces are used: `pulumi.runtime.set_mocks`/`test`, the MockMonitor's gRPC
 methods and `get_registered_resources`, and the protobuf messages it receives.
 """
@@ -10,7 +14,9 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import runpy
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +29,8 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
 from mesh_constants import PROJECT
-from testing.mocks import MeshMocks, unwrap
+from testing import engine
+from testing.mocks import MeshMocks, stable_uuid, unwrap
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
@@ -55,6 +62,12 @@ class Registered:
     additional_secret_outputs: list[str]
     create_timeout: str
     outputs: dict[str, Any] = field(default_factory=dict)
+    ignore_changes: list[str] = field(default_factory=list)
+    replace_on_changes: list[str] = field(default_factory=list)
+    provider_ref: str = ""  # "<provider urn>::<provider id>": a new id means a replaced provider
+    delete_before_replace: bool = False
+    # What the engine does with it on this run (testing/engine.py): "create" on a first run.
+    step: str = engine.CREATE
 
     @property
     def all_dependencies(self) -> set[str]:
@@ -76,6 +89,21 @@ class Recording:
     resources: list[Registered]
     outputs: dict[str, StackOutput]
     stack_urn: str = ""
+    # Resources of the previous run that this run no longer registers (the engine deletes them).
+    deleted: list[Registered] = field(default_factory=list)
+    # What `pulumi.log.warn` showed the user.
+    warnings: list[str] = field(default_factory=list)
+
+    def steps(self) -> dict[str, str]:
+        """Resource name -> what the engine does with it (testing/engine.py), deletes included."""
+        steps = {r.name: r.step for r in self.resources if r.custom}
+        for gone in (r for r in self.deleted if r.custom):
+            steps[gone.name] = engine.REPLACE if gone.name in steps else engine.DELETE
+        return steps
+
+    def changed(self) -> dict[str, str]:
+        """Only the resources the engine touches: name -> step."""
+        return {name: step for name, step in self.steps().items() if step != engine.SAME}
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -111,17 +139,76 @@ class Recording:
         return False
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """The engine's decision for the registration in progress on this thread."""
+
+    goal_inputs: dict[str, Any]
+    resource_id: str  # "" for a new resource: the mocks make one up
+    kept_outputs: dict[str, Any] | None  # an unchanged resource keeps what the provider said before
+
+
+class _EngineReplay(pulumi.runtime.Mocks):
+    """Hands the mocks the engine's goal inputs and id, and keeps an unchanged resource's outputs.
+
+    The SDK's MockMonitor.RegisterResource calls `new_resource` synchronously on the thread that
+    registers, so the decision travels in a thread-local rather than in a private SDK hook."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        self.mocks = mocks
+        self.decision = threading.local()
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
+        return self.mocks.call(args)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        decision: _Decision | None = getattr(self.decision, "current", None)
+        if decision is None:
+            return self.mocks.new_resource(args)
+        args.inputs, args.resource_id = decision.goal_inputs, decision.resource_id
+        resource_id, outputs = self.mocks.new_resource(args)
+        return resource_id, outputs if decision.kept_outputs is None else decision.kept_outputs
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks: MeshMocks) -> None:
-        super().__init__(mocks)
+    """Records every registration; with the previous run's recording it also plays the engine."""
+
+    def __init__(self, mocks: MeshMocks, previous: Recording | None = None) -> None:
+        self.replay = _EngineReplay(mocks)
+        super().__init__(self.replay)
         self.registrations: list[Registered] = []
         self.stack_urn = ""
+        self.previous = {r.urn: r for r in previous.resources} if previous else {}
+        self.provider_inputs: dict[str, dict[str, Any]] = {}
 
     def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
+            response = super().RegisterResource(request)
             self.stack_urn = response.urn
             return response
+        urn = self.make_urn(request.parent, request.type, request.name)
+        inputs = unwrap(rpc.deserialize_properties(request.object))
+        provider_urn = request.provider.rsplit("::", 1)[0] if request.provider else ""
+        old = self.previous.get(urn)
+        step, goal = engine.CREATE, inputs
+        if old is not None:
+            goal = engine.apply_ignore_changes(old.inputs, inputs, request.ignoreChanges)
+            step = engine.next_step(
+                request.type, old.inputs, goal, request.replaceOnChanges,
+                provider_replaced=bool(old.provider_ref) and old.provider_ref != request.provider,
+                provider_inputs=self.provider_inputs.get(provider_urn),
+            )
+        self.replay.decision.current = None if old is None else _Decision(
+            goal_inputs=goal,
+            resource_id=stable_uuid(old.id, "replacement") if step == engine.REPLACE else old.id,
+            kept_outputs=old.outputs if step == engine.SAME else None,
+        )
+        try:
+            response = super().RegisterResource(request)
+        finally:
+            self.replay.decision.current = None
+        if request.type.startswith("pulumi:providers:"):
+            self.provider_inputs[urn] = inputs
         dependencies = set(request.dependencies)
         for deps in request.propertyDependencies.values():
             dependencies.update(deps.urns)
@@ -132,9 +219,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             urn=response.urn,
             id=response.id,
             parent=request.parent,
-            provider_urn=request.provider.rsplit("::", 1)[0] if request.provider else "",
+            provider_urn=provider_urn,
             dependencies=dependencies,
-            inputs=unwrap(rpc.deserialize_properties(request.object)),
+            inputs=inputs,
             wire_inputs=json_format.MessageToDict(request.object),
             custom=bool(request.custom),
             protect=bool(request.protect),
@@ -142,8 +229,24 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             additional_secret_outputs=list(request.additionalSecretOutputs),
             create_timeout=request.customTimeouts.create,
             outputs=registered.state if registered is not None else {},
+            ignore_changes=list(request.ignoreChanges),
+            replace_on_changes=list(request.replaceOnChanges),
+            provider_ref=request.provider,
+            delete_before_replace=bool(request.deleteBeforeReplace),
+            step=step,
         ))
         return response
+
+
+class _WarningCollector(logging.Handler):
+    """What `pulumi.log.warn` shows the user, as the mock engine receives it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def stack_config(stack: str) -> dict[str, Any]:
@@ -159,19 +262,28 @@ def _as_config_value(value: Any) -> str:
 
 def run_program(
     config: Mapping[str, Any], stack: str = "dev", secret_keys: tuple[str, ...] = (), preview: bool = False,
-    other_config: Mapping[str, Any] | None = None,
+    other_config: Mapping[str, Any] | None = None, previous: Recording | None = None, mocks: MeshMocks | None = None,
 ) -> Recording:
     """Run __main__.py with `config` (keys without project prefix) and return what it registered.
-    `other_config` holds fully qualified keys of other namespaces (`exoscale:...`)."""
-    monitor = RecordingMonitor(MeshMocks())
-    return contextvars.Context().run(_run, monitor, dict(config), stack, secret_keys, preview, other_config or {})
+    `other_config` holds fully qualified keys of other namespaces (`exoscale:...`). With `previous`
+    (an earlier run's recording, as the stack's state) the run is the next `pulumi up`: every
+    resource carries the engine's step and `deleted` lists what goes away."""
+    monitor = RecordingMonitor(mocks or MeshMocks(), previous)
+    recording = contextvars.Context().run(
+        _run, monitor, dict(config), stack, secret_keys, preview, other_config or {})
+    if previous is not None:
+        registered = {r.urn: r for r in recording.resources}
+        recording.deleted = [r for r in previous.resources
+                             if r.urn not in registered or registered[r.urn].step == engine.REPLACE]
+    return recording
 
 
 def run_failing_program(
     config: Mapping[str, Any], secret_keys: tuple[str, ...] = (), other_config: Mapping[str, Any] | None = None,
+    mocks: MeshMocks | None = None, previous: Recording | None = None,
 ) -> tuple[Exception, list[Registered]]:
     """Run a program expected to fail; return the error and whatever it registered before."""
-    monitor = RecordingMonitor(MeshMocks())
+    monitor = RecordingMonitor(mocks or MeshMocks(), previous)
     try:
         contextvars.Context().run(_run, monitor, dict(config), "dev", secret_keys, False, other_config or {})
     except Exception as error:  # noqa: BLE001 - the error is the result
@@ -188,7 +300,12 @@ def _run(
          **{k: _as_config_value(v) for k, v in other_config.items()}},
         [f"{PROJECT}:{k}" for k in secret_keys],
     )
-    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    warnings = _WarningCollector()
+    logger = logging.getLogger(f"{PROJECT}.testing.{id(monitor)}")
+    logger.propagate = False
+    logger.addHandler(warnings)
+    pulumi.runtime.set_mocks(
+        monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor, logger=logger)
     outputs: dict[str, StackOutput] = {}
 
     def program() -> pulumi.Output[list[Any]]:
@@ -208,7 +325,7 @@ def _run(
 
     # pulumi.runtime.test runs the function inside a stack and waits for the Output it returns.
     pulumi.runtime.test(program)()
-    return Recording(monitor.registrations, outputs, monitor.stack_urn)
+    return Recording(monitor.registrations, outputs, monitor.stack_urn, warnings=warnings.messages)
 
 
 def plaintext_strings(wire: Any) -> Iterator[str]:

@@ -1,8 +1,12 @@
 """The SKS layer of the dev stack: clusters, node security, nodepools, kubeconfigs, providers."""
 
+import copy
+
+import pytest
 import yaml
 
 from components.config import parse_config
+from testing import engine
 from testing.program import ROOT, Recording, run_program, stack_config
 
 SKS = "exoscale:index/sksCluster:SksCluster"
@@ -137,3 +141,51 @@ def test_stack_outputs_give_each_endpoint_and_a_secret_merged_kubeconfig(dev):
         assert servers[context["cluster"]] == clusters[name]["endpoint"]
         assert context["user"] in users
     assert document["current-context"] == "cluster1"
+
+
+def with_cluster1(**changes) -> dict:
+    config = stack_config("dev")
+    config["clusters"][0] = {**config["clusters"][0], **changes}
+    return config
+
+
+@pytest.mark.parametrize("change", [{"cni": "cilium"}, {"serviceLevel": "pro"}], ids=["cni", "serviceLevel"])
+def test_a_create_only_cluster_field_change_replaces_the_cluster_visibly(dev, change):
+    # terraform-provider-exoscale v0.66.0 neither replaces on nor sends cni/service_level on
+    # update: without replace_on_changes the preview shows an update that changes nothing.
+    changed = run_program(with_cluster1(**change), previous=dev)
+    cluster = changed.named("cluster1", SKS)
+    assert cluster.step == engine.REPLACE
+    # Its name and east-west NLB stay, so the old cluster must be gone before the new one is made.
+    assert cluster.delete_before_replace
+    assert changed.named("cluster2", SKS).step == engine.SAME
+    assert changed.named("cluster1-nodes").step == engine.SAME, "never replace the node security group"
+    # Peers keep their remote secret for the rebuilt cluster: it is updated, not deleted first.
+    assert changed.named("cluster2-istio-remote-secret-cluster1").step == engine.UPDATE
+
+
+CONFIG_CHANGES = {
+    "cni": with_cluster1(cni="cilium"),
+    "serviceLevel": with_cluster1(serviceLevel="pro"),
+    "kubernetesVersion": with_cluster1(kubernetesVersion="1.34.3"),
+    "network": with_cluster1(network="network-one"),
+    "nodepool": with_cluster1(nodepool={"instanceType": "standard.large", "size": 3, "diskSize": 100}),
+    "meshId": {**stack_config("dev"), "meshId": "mesh2"},
+    "kubeconfigTtlSeconds": {**stack_config("dev"), "kubeconfigTtlSeconds": 14 * 24 * 3600},
+}
+
+
+@pytest.mark.parametrize("config", CONFIG_CHANGES.values(), ids=CONFIG_CHANGES.keys())
+def test_no_config_change_yields_a_diff_the_provider_ignores_or_replaces_a_security_group(dev, config):
+    changed = run_program(config, previous=dev)
+    assert [n for n, step in changed.steps().items() if step == engine.IGNORED_UPDATE] == []
+    for group in changed.of_type("exoscale:index/securityGroup:SecurityGroup"):
+        assert group.step == engine.SAME, group.name
+
+
+def test_a_security_group_keeps_an_older_description_instead_of_being_replaced(dev):
+    # Groups made by earlier versions of the program carry the CNI in their description.
+    earlier = copy.deepcopy(dev)
+    for group in earlier.of_type("exoscale:index/securityGroup:SecurityGroup"):
+        group.inputs["description"] += " (calico)"
+    assert run_program(stack_config("dev"), previous=earlier).named("cluster1-nodes").step == engine.SAME

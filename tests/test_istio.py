@@ -6,6 +6,7 @@ import kubernetes_validate
 import pytest
 
 from components.config import parse_config
+from testing import engine
 from testing.program import Recording, run_program, stack_config
 from tests.harness import KUBERNETES_VERSION
 from tests.istio_schemas import (
@@ -341,3 +342,17 @@ def test_prod_values_are_chart_values_and_the_gateway_schema_accepts_them(prod):
         assert unknown_value_keys(resource.inputs["values"], chart_defaults(VERSION, chart)) == [], resource.name
         if chart == "gateway":
             validate_gateway_values(VERSION, resource.inputs["values"])
+
+
+def test_reissued_intermediates_update_cacerts_in_place_so_istiod_reloads_them(dev):
+    # A new validity re-issues every intermediate, as early renewal does. istiod watches the
+    # mounted `cacerts` files: the Secret must be updated, not deleted and re-created under its
+    # fixed name (pulumi-kubernetes replaces Secrets on a data change unless mutable).
+    reissued = run_program({**stack_config("dev"), "intermediateCaValidityHours": 8760}, previous=dev)
+    steps = reissued.steps()
+    for cluster in CLUSTERS:
+        assert steps[f"mesh-ca-{cluster}-intermediate-cert"] == engine.REPLACE
+        assert steps[f"{cluster}-cacerts"] == engine.UPDATE
+        new_intermediate = reissued.named(f"mesh-ca-{cluster}-intermediate-cert").outputs["certPem"]
+        assert reissued.named(f"{cluster}-cacerts").inputs["stringData"]["ca-cert.pem"] == new_intermediate
+        assert new_intermediate != dev.named(f"mesh-ca-{cluster}-intermediate-cert").outputs["certPem"]

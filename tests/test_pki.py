@@ -9,8 +9,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from testing import engine
 from testing.mocks import pem_private
-from testing.program import Recording, is_wire_secret, run_program, stack_config
+from testing.program import Recording, is_wire_secret, run_failing_program, run_program, stack_config
 
 CLUSTERS = ("cluster1", "cluster2")
 ISTIOD_SAN = "istiod.istio-system.svc"
@@ -170,3 +171,76 @@ def test_protect_option_protects_the_root_ca_key():
     assert recording.named("mesh-ca-root-key").protect
     assert recording.named("mesh-ca-root-cert").protect
     assert not recording.named("mesh-ca-cluster1-intermediate-key").protect
+
+
+# --- Day 2: the root only ever changes on purpose ------------------------------------------------
+# istiod 1.30 reloads a new intermediate but not a new root ("Multi root is disabled"), so a root
+# replaced as a side effect keeps every istiod on the old chain until a restart breaks the mesh.
+ROOT_RESOURCES = ("mesh-ca-root-key", "mesh-ca-root-cert")
+
+
+def intermediate_resource(name: str) -> bool:
+    return name.startswith("mesh-ca-") and "-intermediate-" in name
+
+
+@pytest.mark.parametrize("key, value", [
+    ("caOrganization", "Example Corp"), ("caKeyAlgorithm", "ECDSA"), ("rootCaValidityHours", 99999),
+])
+def test_root_ca_settings_never_replace_the_running_root_and_say_so(dev, key, value):
+    changed = run_program({**stack_config("dev"), key: value}, previous=dev)
+    steps = changed.steps()
+    assert [steps[name] for name in ROOT_RESOURCES] == [engine.SAME, engine.SAME]
+    assert changed.outputs["rootCertPem"].value == dev.outputs["rootCertPem"].value
+    # Re-issuing intermediates under the same root is fine: istiod reloads them.
+    for name, step in changed.changed().items():
+        assert intermediate_resource(name) or (name.endswith("-cacerts") and step == engine.UPDATE) \
+            or name.endswith("-exodemo-smoke-test"), (name, step)
+    assert any(key in warning and "rootCaGeneration" in warning for warning in changed.warnings), changed.warnings
+
+
+def bigger_nodepools() -> dict:
+    clusters = stack_config("dev")["clusters"]
+    return {"clusters": [{**c, "nodepool": {**c["nodepool"], "size": 3}} for c in clusters]}
+
+
+@pytest.mark.parametrize("config", [
+    {"helmTimeoutSeconds": 1200}, {"intermediateCaEarlyRenewalHours": 240}, bigger_nodepools(),
+], ids=["helmTimeoutSeconds", "intermediateCaEarlyRenewalHours", "nodepool size"])
+def test_an_unrelated_change_replaces_nothing(dev, config):
+    changed = run_program({**stack_config("dev"), **config}, previous=dev)
+    assert [n for n, step in changed.changed().items() if step in (engine.REPLACE, engine.DELETE)] == []
+    assert changed.warnings == []
+
+
+def test_bumping_the_root_generation_rotates_the_root_and_every_intermediate_and_nothing_else(dev):
+    rotated = run_program({**stack_config("dev"), "rootCaGeneration": 2}, previous=dev)
+    steps = rotated.steps()
+    new_root = rotated.outputs["rootCertPem"].value
+    assert new_root != dev.outputs["rootCertPem"].value
+    for name, step in rotated.changed().items():
+        if name in ROOT_RESOURCES or (intermediate_resource(name) and not name.startswith("mesh-ca-g2-")):
+            assert step == engine.DELETE, name
+        elif name.startswith("mesh-ca-"):
+            assert step == engine.CREATE, name
+        else:
+            assert (name.endswith("-cacerts") and step == engine.UPDATE) or name.endswith("-smoke-test"), name
+    (root,) = certs(new_root)
+    for cluster in CLUSTERS:
+        files = cacerts(rotated, cluster)
+        assert files["root-cert.pem"] == new_root
+        certs(files["ca-cert.pem"])[0].verify_directly_issued_by(root)
+    assert steps["cluster1"] == steps["cluster1-istio-remote-secret-cluster2"] == engine.SAME
+    assert rotated.warnings == []
+
+
+def test_a_new_own_root_without_a_generation_bump_stops_the_deploy(own_root):
+    before = run_program(stack_config("dev"))
+    cert_pem, key_pem = own_root
+    byo = {**stack_config("dev"), "rootCaCertPem": cert_pem, "rootCaKeyPem": key_pem}
+    # Switching to an own root is a root change like any other: it needs the explicit step.
+    error, _ = run_failing_program(byo, secret_keys=("rootCaKeyPem",), previous=before)
+    assert "rootCaCertPem" in str(error) and "rootCaGeneration" in str(error)
+    rotated = run_program({**byo, "rootCaGeneration": 2}, secret_keys=("rootCaKeyPem",), previous=before)
+    assert rotated.outputs["rootCertPem"].value == cert_pem
+    for cluster in CLUSTERS:
+        assert cacerts(rotated, cluster)["root-cert.pem"] == cert_pem

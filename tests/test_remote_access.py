@@ -7,9 +7,11 @@ import json
 import pytest
 import yaml
 
+from components.istio import READER_TOKEN_SECRET
 from components.remote_access import reader_kubeconfig
-from testing.mocks import cluster_ca
-from testing.program import Recording, is_wire_secret
+from testing import engine
+from testing.mocks import MeshMocks, cluster_ca
+from testing.program import Recording, is_wire_secret, run_failing_program, stack_config
 from tests.harness import validate_kubernetes
 
 
@@ -75,6 +77,17 @@ def test_remote_secret_contents_are_pulumi_secrets(recording):
         assert is_wire_secret(secret.wire_inputs["stringData"])
 
 
+def test_a_changed_remote_secret_is_updated_in_place_never_deleted_first(recording):
+    # A deleted remote secret makes istiod drop that cluster's endpoints until it is back.
+    for secret in remote_secrets(recording).values():
+        provider = recording.by_urn(secret.provider_urn)
+        (target,) = secret.inputs["stringData"]
+        changed = {**secret.inputs, "stringData": {target: secret.inputs["stringData"][target] + "# new token"}}
+        step = engine.next_step(secret.type, secret.inputs, changed, secret.replace_on_changes,
+                                provider_inputs=provider.inputs)
+        assert step == engine.UPDATE, secret.name
+
+
 def test_remote_secrets_are_valid_kubernetes_secrets(recording):
     for secret in remote_secrets(recording).values():
         validate_kubernetes(secret)
@@ -101,8 +114,33 @@ def test_adding_a_cluster_adds_only_the_new_pairs_and_changes_no_existing_secret
         assert after[pair].inputs == secret.inputs
 
 
-def test_reader_kubeconfig_falls_back_to_the_sks_ca_when_the_token_secret_has_none():
-    token = base64.b64encode(b"reader-token").decode()
-    document = yaml.safe_load(reader_kubeconfig("b", "https://b.example", {"token": token}, "CA PEM"))
+class TokenControllerLeavesOut(MeshMocks):
+    """A token controller that has not (or not fully) filled in one cluster's reader token."""
+
+    def __init__(self, cluster: str, key: str) -> None:
+        super().__init__()
+        self.cluster, self.key = cluster, key
+
+    def _kubernetes_core_v1_Secret(self, args, inputs, resource_id):
+        outputs = super()._kubernetes_core_v1_Secret(args, inputs, resource_id)
+        if outputs and self.clusters_by_provider[args.provider.rsplit("::", 1)[1]]["name"] == self.cluster:
+            outputs["data"].pop(self.key)
+        return outputs
+
+
+@pytest.mark.parametrize("key", ["token", "ca.crt"])
+def test_a_reader_token_secret_without_token_or_ca_fails_the_deploy_naming_the_cluster(key):
+    # An empty bearer token would only show up at runtime, as 401s in every peer's istiod.
+    error, registered = run_failing_program(stack_config("dev"), mocks=TokenControllerLeavesOut("cluster2", key))
+    assert f"cluster cluster2: the reader token Secret {READER_TOKEN_SECRET} has no `{key}`" in str(error)
+    assert not any(r.name == "cluster1-istio-remote-secret-cluster2" for r in registered)
+
+
+@pytest.mark.parametrize("key", ["token", "ca.crt"])
+def test_reader_kubeconfig_refuses_token_data_without_token_or_ca(key):
+    data = {"token": base64.b64encode(b"reader-token").decode(), "ca.crt": base64.b64encode(b"CA PEM").decode()}
+    document = yaml.safe_load(reader_kubeconfig("b", "https://b.example", data))
     assert base64.b64decode(document["clusters"][0]["cluster"]["certificate-authority-data"]) == b"CA PEM"
     assert document["users"][0]["user"]["token"] == "reader-token"
+    with pytest.raises(ValueError, match=rf"cluster b: .*`{key}`"):
+        reader_kubeconfig("b", "https://b.example", {k: v for k, v in data.items() if k != key})

@@ -1,6 +1,7 @@
 """scripts/pulumi-stack.sh, behind `make deploy/preview/destroy/kubeconfig`: one-line errors for
 what a first-time user is missing, and the pulumi commands it really runs (with a fake CLI)."""
 
+import json
 import os
 import shutil
 import stat
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testing.program import ROOT
+from testing.program import ROOT, Recording
 
 CREDENTIALS = {"EXOSCALE_API_KEY": "EXOtest", "EXOSCALE_API_SECRET": "secret", "PULUMI_CONFIG_PASSPHRASE": "pass"}
 
@@ -25,11 +26,14 @@ def project(tmp_path: Path) -> Path:
 
 
 def fake_pulumi(bin_dir: Path, log: Path) -> None:
+    """Logs its arguments; `stack export` prints state.json beside the log, `up` fails if up.fails exists."""
     bin_dir.mkdir(exist_ok=True)
     script = bin_dir / "pulumi"
     script.write_text(
         f'#!/bin/sh\necho "$*" >> {log}\n'
         'case "$*" in "stack output kubeconfig"*) echo "apiVersion: v1";; esac\n'
+        f'case "$*" in "stack export"*) cat {log.parent / "state.json"};; esac\n'
+        f'case "$*" in up*) [ ! -e {log.parent / "up.fails"} ] || exit 1;; esac\n'
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
@@ -100,3 +104,52 @@ def test_kubeconfig_is_written_readable_by_the_owner_only(project):
 
 def test_kubeconfig_file_is_git_ignored():
     assert "kubeconfig.yaml" in (ROOT / ".gitignore").read_text().split()
+
+
+KUBECONFIG_TYPE = "exoscale:index/sksKubeconfig:SksKubeconfig"
+PROVIDER_TYPE = "pulumi:providers:kubernetes"
+
+
+def paused_stack(recording: Recording) -> list[tuple[str, str]]:
+    """(type, URN) of every resource a deployed stack holds, in registration order: the dev stack
+    as the program registers it, names and component nesting included."""
+    return [("pulumi:pulumi:Stack", recording.stack_urn), *((r.type, r.urn) for r in recording.resources)]
+
+
+def write_state(project: Path, resources: list[tuple[str, str]]) -> None:
+    deployment = {"manifest": {}, "resources": [{"urn": urn, "type": typ} for typ, urn in resources]}
+    (project / "state.json").write_text(json.dumps({"version": 3, "deployment": deployment}))
+
+
+@pytest.mark.parametrize("action", ["destroy", "refresh"])
+def test_destroy_and_refresh_first_renew_the_admin_kubeconfigs_and_only_their_providers(project, action, dev):
+    # After a pause longer than the kubeconfig TTL, every Kubernetes call with the stored
+    # credentials is Unauthorized: a targeted `up` renews exactly the kubeconfigs and providers.
+    state = paused_stack(dev)
+    write_state(project, state)
+    result = run(project, "dev", action, env=CREDENTIALS)
+    assert result.returncode == 0, result.stderr
+    calls = (project / "pulumi.log").read_text().splitlines()
+    renewed = [urn for typ, urn in state if typ in (KUBECONFIG_TYPE, PROVIDER_TYPE)]
+    assert len(renewed) == 4, "one kubeconfig and one provider per dev cluster"
+    assert calls[1:] == [
+        "stack export --stack dev",
+        "up --stack dev --yes " + " ".join(f"--target {urn}" for urn in renewed),
+        f"{action} --stack dev",
+    ]
+
+
+def test_destroying_a_stack_without_clusters_runs_no_renewal(project, dev):
+    write_state(project, paused_stack(dev)[:1])
+    result = run(project, "dev", "destroy", env=CREDENTIALS)
+    assert result.returncode == 0, result.stderr
+    assert [c.split(" --")[0] for c in (project / "pulumi.log").read_text().splitlines()[1:]] == [
+        "stack export", "destroy"]
+
+
+def test_a_failed_renewal_stops_before_destroy(project, dev):
+    write_state(project, paused_stack(dev))
+    (project / "up.fails").touch()
+    result = run(project, "dev", "destroy", env=CREDENTIALS)
+    assert result.returncode != 0
+    assert not any(c.startswith("destroy") for c in (project / "pulumi.log").read_text().splitlines())

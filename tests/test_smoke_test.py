@@ -1,6 +1,7 @@
 """The cross-cluster smoke test that gates `pulumi up`: where it runs, what it waits for, when it
 runs again, and its script run for real against a scripted curl."""
 
+import base64
 import os
 import re
 import stat
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from components.smoke_test import smoke_test_script
-from testing.mocks import MeshMocks
-from testing.program import Recording, run_program, stack_config
+from testing.mocks import MeshMocks, cluster_ca
+from testing.program import Recording, is_wire_secret, run_program, stack_config
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
@@ -179,3 +180,23 @@ def test_an_unrelated_change_does_not_rerun_the_smoke_test(dev):
     changed = run_program({**stack_config("dev"), "helmTimeoutSeconds": 1200})
     assert {r.inputs["timeout"] for r in changed.of_type(RELEASE) if r.inputs["chart"] == "gateway"} == {1200}
     assert job_name(changed) == job_name(dev)
+
+
+def test_a_new_cluster_ca_in_the_remote_secrets_reruns_the_smoke_test(dev, monkeypatch):
+    # The remote secrets carry the CA the token controller writes beside the reader token: when
+    # it changes, every peer's secret for that cluster changes and the test must prove them again.
+    original = MeshMocks._kubernetes_core_v1_Secret
+
+    def other_ca(self, args, inputs, resource_id):
+        outputs = original(self, args, inputs, resource_id)
+        if args.name == "cluster2-istio-reader-token":
+            outputs["data"]["ca.crt"] = base64.b64encode(cluster_ca("rotated-ca")[0].encode()).decode()
+        return outputs
+
+    monkeypatch.setattr(MeshMocks, "_kubernetes_core_v1_Secret", other_ca)
+    changed = run_program(stack_config("dev"))
+    secret = changed.named("cluster1-istio-remote-secret-cluster2")
+    assert secret.inputs != dev.named("cluster1-istio-remote-secret-cluster2").inputs, "the secret did change"
+    assert job_name(changed) != job_name(dev)
+    # The CA sits in the secret token Secret, yet the Job's name stays readable in every preview.
+    assert not is_wire_secret(smoke_job(changed).wire_inputs["metadata"]["name"])

@@ -1,0 +1,135 @@
+"""What the Pulumi engine would do with each resource on the next `pulumi up`.
+
+Mocks only record what the program registers; they never diff. This module replays the engine's
+decision for one resource given its previous registration: `ignore_changes` keeps the old value,
+`replace_on_changes` and the provider's own replace-on-change properties force a replacement, a
+replaced provider replaces everything it manages, and a new URN is a create (plus a delete of the
+old URN). The provider rules below are copied from the providers' sources, never from this
+project's code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+SAME, UPDATE, REPLACE, CREATE, DELETE = "same", "update", "replace", "create", "delete"
+# An update whose every changed property the provider neither replaces on nor sends on update:
+# the preview shows a diff and `up` reports success, but nothing changes in the cloud.
+IGNORED_UPDATE = "ignored-update"
+
+# Input properties (camelCase, as the SDKs send them) whose change makes the provider replace the
+# resource. Sources:
+# - hashicorp/terraform-provider-tls internal/provider/resource_private_key.go (algorithm, rsa_bits,
+#   ecdsa_curve: RequiresReplace), resource_self_signed_cert.go, resource_cert_request.go,
+#   resource_locally_signed_cert.go and common_cert.go (every certificate argument RequiresReplace
+#   except early_renewal_hours).
+# - exoscale/terraform-provider-exoscale v0.66.0 exoscale/resource_exoscale_sks_cluster.go (zone,
+#   enable_kube_proxy ForceNew), resource_exoscale_sks_nodepool.go (cluster_id, zone ForceNew),
+#   resource_exoscale_sks_kubeconfig.go (every argument ForceNew), resource_exoscale_security_group.go
+#   (name, description ForceNew), resource_exoscale_security_group_rule.go (every argument
+#   ForceNew), resource_exoscale_anti_affinity_group.go (name, description ForceNew),
+#   resource_exoscale_nlb.go (zone ForceNew).
+# - pulumi-kubernetes: a Provider is replaced only when clusterIdentifier changes (Provider
+#   docs, `cluster_identifier`); provider/pkg/provider/force_new.go: every object on
+#   .metadata.name/.metadata.namespace, a Secret on .type, and on .data/.stringData too unless
+#   the provider sets enableSecretMutable.
+CERTIFICATE_ARGUMENTS = ("validityPeriodHours", "allowedUses", "isCaCertificate", "setSubjectKeyId", "maxPathLength")
+REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
+    "tls:index/privateKey:PrivateKey": ("algorithm", "rsaBits", "ecdsaCurve"),
+    "tls:index/selfSignedCert:SelfSignedCert": (
+        "privateKeyPem", "subject", "dnsNames", "ipAddresses", "uris", "setAuthorityKeyId", *CERTIFICATE_ARGUMENTS,
+    ),
+    "tls:index/certRequest:CertRequest": ("privateKeyPem", "subject", "dnsNames", "ipAddresses", "uris"),
+    "tls:index/locallySignedCert:LocallySignedCert": (
+        "certRequestPem", "caCertPem", "caPrivateKeyPem", *CERTIFICATE_ARGUMENTS,
+    ),
+    "exoscale:index/sksCluster:SksCluster": ("zone", "enableKubeProxy"),
+    "exoscale:index/sksNodepool:SksNodepool": ("clusterId", "zone"),
+    "exoscale:index/sksKubeconfig:SksKubeconfig": (
+        "clusterId", "zone", "user", "groups", "ttlSeconds", "earlyRenewalSeconds",
+    ),
+    "exoscale:index/securityGroup:SecurityGroup": ("name", "description"),
+    "exoscale:index/securityGroupRule:SecurityGroupRule": (
+        "type", "securityGroupId", "protocol", "startPort", "endPort", "icmpType", "icmpCode", "cidr",
+        "userSecurityGroupId", "publicSecurityGroup", "description",
+    ),
+    "exoscale:index/antiAffinityGroup:AntiAffinityGroup": ("name", "description"),
+    "exoscale:index/nlb:Nlb": ("zone",),
+    "pulumi:providers:kubernetes": ("clusterIdentifier",),
+}
+KUBERNETES_REPLACE_ON_CHANGE = ("metadata.name", "metadata.namespace")
+SECRET_TYPE = "kubernetes:core/v1:Secret"
+SECRET_DATA = ("data", "stringData")
+
+# Create-only arguments that are neither ForceNew nor sent by Update: terraform-provider-exoscale
+# v0.66.0 resource_exoscale_sks_cluster.go (schema: "may only be set at creation time"; Update
+# sends name, description, labels, auto_upgrade, feature_gates, oidc, version only).
+IGNORED_ON_UPDATE: dict[str, tuple[str, ...]] = {
+    "exoscale:index/sksCluster:SksCluster": ("cni", "serviceLevel", "exoscaleCcm", "metricsServer"),
+}
+
+
+def changed_paths(old: Any, new: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted paths of the leaves that differ (lists compare whole, like most provider diffs)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new), key=str):
+            yield from changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")
+    elif old != new:
+        yield prefix.removesuffix(".")
+
+
+def _covers(rule: str, path: str) -> bool:
+    return path == rule or path.startswith(rule + ".") or rule.startswith(path + ".")
+
+
+def apply_ignore_changes(old: Mapping[str, Any], new: Mapping[str, Any], ignored: Iterable[str]) -> dict[str, Any]:
+    """The engine's goal inputs: each ignored (top-level or dotted) property keeps its old value."""
+    result = json.loads(json.dumps(new))
+    for path in ignored:
+        keys = path.split(".")
+        source: Any = old
+        for key in keys:
+            source = source.get(key) if isinstance(source, Mapping) else None
+        target = result
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        if source is None:
+            target.pop(keys[-1], None)
+        else:
+            target[keys[-1]] = source
+    return result
+
+
+def replace_on_change(typ: str, provider_inputs: Mapping[str, Any] | None) -> tuple[str, ...]:
+    rules = REPLACE_ON_CHANGE.get(typ, ())
+    if typ.startswith("kubernetes:"):
+        rules = (*rules, *KUBERNETES_REPLACE_ON_CHANGE)
+    if typ == SECRET_TYPE:
+        mutable = str((provider_inputs or {}).get("enableSecretMutable", "false")).lower() == "true"
+        rules = (*rules, "type", *(() if mutable else SECRET_DATA))
+    return rules
+
+
+def next_step(
+    typ: str,
+    old_inputs: Mapping[str, Any],
+    goal_inputs: Mapping[str, Any],
+    replace_on_changes: Iterable[str] = (),
+    provider_replaced: bool = False,
+    provider_inputs: Mapping[str, Any] | None = None,
+) -> str:
+    """The step for a resource whose URN exists in the state; goal_inputs already honour ignore_changes."""
+    if provider_replaced:
+        return REPLACE
+    changed = list(changed_paths(old_inputs, goal_inputs))
+    if not changed:
+        return SAME
+    rules = (*replace_on_change(typ, provider_inputs), *replace_on_changes)
+    if "*" in rules or any(_covers(rule, path) for rule in rules for path in changed):
+        return REPLACE
+    ignored = IGNORED_ON_UPDATE.get(typ, ())
+    if all(any(_covers(rule, path) for rule in ignored) for path in changed):
+        return IGNORED_UPDATE
+    return UPDATE
