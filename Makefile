@@ -5,7 +5,7 @@ PYTHON ?= python3
 ACTIONLINT_VERSION ?= v1.7.12
 BIN := $(VENV)/bin
 
-.PHONY: deploy preview refresh destroy test lint kubeconfig bench schema
+.PHONY: deploy preview refresh destroy test e2e lint kubeconfig bench schema
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,16 @@ destroy: $(VENV)/.runtime-deps
 
 test: $(VENV)/.dev-deps $(BIN)/actionlint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+$(VENV)/.e2e-deps: requirements.txt requirements-dev.txt e2e/requirements.txt | $(BIN)/activate
+	$(BIN)/pip install -q -r e2e/requirements.txt
+	touch $@
+
+# The real program against real Kubernetes control planes on loopback (README: End-to-end tests).
+# Builds its tools from the Go modules in e2e/tools on the first run and reuses them after that.
+e2e: $(VENV)/.e2e-deps
+	e2e/tools/build.sh
+	$(BIN)/python -m pytest -q -p no:cacheprovider e2e
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .

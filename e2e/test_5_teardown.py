@@ -1,0 +1,68 @@
+"""`pulumi destroy`: reverse dependency order, nothing of the program left, and the cloud's
+resources deleted in the order Exoscale needs."""
+
+from __future__ import annotations
+
+import time
+
+import yaml
+
+from e2e.conftest import PHASES, Mesh
+from e2e.snapshots import LiveObject, program_objects
+
+HELM_KEEP = ("helm.sh/resource-policy", "keep")
+
+
+def helm_objects(mesh: Mesh) -> tuple[list[LiveObject], list[LiveObject]]:
+    """Every object of every release, and those Helm keeps on uninstall by the chart's own choice
+    (`helm.sh/resource-policy: keep`: Istio's CRDs, which go with the cluster itself)."""
+    found, kept = [], []
+    for name, control_plane in mesh.control_planes.items():
+        for release in mesh.twin.helm_list(control_plane.admin_kubeconfig_path()):
+            manifest = mesh.twin.helm.run_with(control_plane.admin_kubeconfig_path(), "get", "manifest",
+                                               release["name"], "--namespace", release["namespace"])
+            for doc in yaml.safe_load_all(manifest):
+                if doc:
+                    namespace = doc["metadata"].get("namespace") or (
+                        release["namespace"] if doc["kind"] not in CLUSTER_SCOPED else "")
+                    obj = LiveObject(name, doc["apiVersion"], doc["kind"], namespace, doc["metadata"]["name"])
+                    found.append(obj)
+                    annotations = doc["metadata"].get("annotations") or {}
+                    if annotations.get(HELM_KEEP[0]) == HELM_KEEP[1]:
+                        kept.append(obj)
+    return found, kept
+
+
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "MutatingWebhookConfiguration",
+                  "ValidatingWebhookConfiguration", "Namespace"}
+
+
+def test_destroy_leaves_no_object_and_deletes_nlbs_before_nodepools_before_clusters(mesh: Mesh):
+    if stop := mesh.extra.get("stop_istiods"):
+        stop()  # istiod writes ConfigMaps into every namespace; a running one would race the deletes
+    released, kept = helm_objects(mesh)
+    objects = [*program_objects(mesh).values(), *released]
+    assert len(objects) > 50 and kept
+    started = time.monotonic()
+    mesh.twin.destroy()
+    PHASES.add("teardown_seconds", time.monotonic() - started)
+
+    admin = {name: mesh.twin.admin_cluster(cp) for name, cp in mesh.control_planes.items()}
+    left = [o for o in objects if admin[o.cluster].get(o.api_version, o.kind, o.name, o.namespace or None)]
+    assert sorted(left, key=repr) == sorted(kept, key=repr), [o for o in left if o not in kept]
+    for name, control_plane in mesh.control_planes.items():
+        assert mesh.twin.helm_list(control_plane.admin_kubeconfig_path()) == [], name
+
+    events = mesh.cloud.events
+    deleted_at = {e.id: e.at for e in events if e.action == "delete"}
+    created = {e.id: e.kind for e in events if e.action == "create"}
+    assert set(deleted_at) == set(created), "the fake cloud still holds resources"
+    assert not mesh.cloud.nlbs and not mesh.cloud.nodepools
+    pools = mesh.cloud.deleted_nodepools
+    for nlb in mesh.cloud.deleted_nlbs.values():
+        targeted = [p for p in pools.values() if p.instance_pool_id in nlb.targeted_pools]
+        assert targeted or nlb.name.endswith("ingress"), nlb.name
+        for pool in targeted:
+            assert deleted_at[nlb.id] < deleted_at[pool.id], f"{nlb.name} deleted after its nodepool"
+    for pool in pools.values():
+        assert deleted_at[pool.id] < deleted_at[pool.cluster_id], f"nodepool {pool.id} deleted after its cluster"
