@@ -38,18 +38,34 @@ def config_keys() -> list[str]:
     return [key for key, _ in _fields(MeshSettings)]
 
 
-def _type(schema: dict[str, Any], secret: bool) -> str:
+def _is_secret(schema: dict[str, Any]) -> bool:
+    """Pydantic marks a SecretStr field writeOnly."""
+    return any(branch.get("writeOnly") for branch in schema.get("anyOf", [schema]))
+
+
+def _type(schema: dict[str, Any]) -> str:
     types = {branch.get("type") for branch in schema.get("anyOf", [schema])} - {"null"}
     (kind,) = types
-    if secret:
+    if _is_secret(schema):
         return "secret string"
     return {"array": "list of objects", "object": "object"}.get(kind, kind)
 
 
-def _default(field: FieldInfo) -> str:
-    extra = field.json_schema_extra
-    if isinstance(extra, dict) and "shownDefault" in extra:
-        return str(extra["shownDefault"])
+# How the table shows a default that config.py computes from other keys, or generates.
+COMPUTED_DEFAULTS = {
+    "clusters[].network": "network-<name>",
+    "clusters[].kubernetesVersion": "newest SKS version",
+    "rootCaCertPem": "(generated)",
+    "rootCaKeyPem": "(generated)",
+    "demoServerCluster": "second cluster",
+    "demoClientCluster": "first cluster",
+    "demoIngressWeights": "{} (no ingress)",
+}
+
+
+def _default(key: str, field: FieldInfo) -> str:
+    if key in COMPUTED_DEFAULTS:
+        return COMPUTED_DEFAULTS[key]
     if field.is_required():
         return "(required)"
     return str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
@@ -60,11 +76,9 @@ def table_rows() -> list[tuple[str, str, str, str]]:
     schemas = {model: model.model_json_schema(by_alias=True) for model in (MeshSettings, *NESTED_MODELS.values())}
     rows = []
     for key, field in _fields(MeshSettings):
-        extra = field.json_schema_extra
-        assert isinstance(extra, dict)
         owner = next(m for m in schemas if field in m.model_fields.values())
         schema = schemas[owner]["properties"][field.alias]
-        rows.append((key, _type(schema, bool(extra["secret"])), _default(field), str(extra["allowed"])))
+        rows.append((key, _type(schema), _default(key, field), str(field.description)))
     return rows
 
 
@@ -91,10 +105,8 @@ def _secret(schema: dict[str, Any]) -> dict[str, Any]:
 
 def stack_file_schema() -> dict[str, Any]:
     model = MeshSettings.model_json_schema(by_alias=True)
-    secret = {f.alias for f in MeshSettings.model_fields.values()
-              if isinstance(f.json_schema_extra, dict) and f.json_schema_extra["secret"]}
     config = {
-        f"{PROJECT}:{key}": _secret(schema) if key in secret else _cli_strings(schema)
+        f"{PROJECT}:{key}": _secret(schema) if _is_secret(schema) else _cli_strings(schema)
         for key, schema in model["properties"].items()
     }
     return {
@@ -121,17 +133,8 @@ def stack_file_schema() -> dict[str, Any]:
     }
 
 
-def _standard(schema: Any) -> Any:
-    """Without the models' own field metadata (the allowed text is already the description)."""
-    if isinstance(schema, dict):
-        return {k: _standard(v) for k, v in schema.items() if k not in ("allowed", "secret", "shownDefault")}
-    if isinstance(schema, list):
-        return [_standard(v) for v in schema]
-    return schema
-
-
 def schema_text() -> str:
-    return json.dumps(_standard(stack_file_schema()), indent=2) + "\n"
+    return json.dumps(stack_file_schema(), indent=2) + "\n"
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pulumi
 from pulumi.runtime import config as runtime_config
 
@@ -11,18 +9,12 @@ from components.config import ConfigError, MeshSettings, parse_config
 from mesh_constants import PROJECT
 
 
-def _stack_config() -> dict[str, Any]:
-    """Every key of the stack, so unknown (misspelt) keys and namespaces are reported too."""
-    # The SDK's only interfaces are per key (pulumi.Config.get): nothing public lists the keys a
-    # stack sets. The CLI hands them to the program in PULUMI_CONFIG (get_config_env, public) and
-    # the language host, Automation API and mocks load them into runtime_config.CONFIG; this one
-    # read of the SDK's config map is the adapter for that gap.
-    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-
-
 def load_settings() -> MeshSettings:
-    prefix = f"{PROJECT}:"
-    everything = _stack_config()
+    """Every key of the stack, so unknown (misspelt) keys and namespaces are reported too."""
+    # Nothing public lists the keys a stack sets (pulumi.Config reads one key at a time). The CLI hands them to
+    # the program in PULUMI_CONFIG (get_config_env, public) and the language host, Automation API and mocks load
+    # them into runtime_config.CONFIG: this one read of the SDK's config map is the adapter for that gap.
+    everything, prefix = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}, f"{PROJECT}:"
     raw = {key.removeprefix(prefix): value for key, value in everything.items() if key.startswith(prefix)}
     secret_keys = frozenset(key for key in raw if runtime_config.is_config_secret(f"{prefix}{key}"))
     try:

@@ -284,3 +284,9 @@ def test_a_misspelt_cluster_list_is_not_also_reported_missing():
         parse_config({}, other_keys=frozenset({"sks-istio-msh:clusters"}))
     [problem] = caught.value.problems
     assert problem.startswith("sks-istio-msh:clusters: unknown namespace sks-istio-msh")
+
+
+def test_a_duplicate_is_blamed_on_its_own_position_even_after_an_entry_that_is_not_an_object():
+    found = problems({"clusters": ["cluster0", cluster("c1"), cluster("c1", network="n2")]})
+    expected = 'sks-istio-mesh:clusters[2].name: "c1" is already used by clusters[1]'
+    assert any(p.startswith(expected) for p in found), found
