@@ -43,6 +43,12 @@ KWOK_STAGES = (
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 
+def spawn(argv: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:
+        # A process group of its own, so a stop also ends anything it started.
+        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -169,9 +175,7 @@ class ControlPlane:
         return str(path)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
-        # A process group of its own, so stop() also ends anything it started.
-        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        self.processes.append(spawn(argv, self.workdir / f"{name}.log"))
 
     def start(self) -> None:
         etcd_port, etcd_peer_port, self.port = free_port(), free_port(), free_port()

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from kubernetes.client import AppsV1Api, CoreV1Api
 
-from e2e.controlplane import BIN, ControlPlane, free_port
+from e2e.controlplane import BIN, ControlPlane, free_port, spawn
 from e2e.fake_exoscale import admin_api
 
 ISTIO_NAMESPACE = "istio-system"
@@ -83,14 +83,12 @@ class Istiod:
 
         self.http_port, self.grpc_port = free_port(), free_port()
         chart_args = [a for a in container.args or [] if not a.startswith("--monitoringAddr")]
-        log = (self.workdir / "istiod.log").open("wb")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [str(BIN / "pilot-discovery"), *chart_args, f"--kubeconfig={kubeconfig}",
              f"--httpAddr=127.0.0.1:{self.http_port}", f"--grpcAddr=127.0.0.1:{self.grpc_port}",
              f"--secureGRPCAddr=127.0.0.1:{free_port()}", f"--httpsAddr=127.0.0.1:{free_port()}",
              f"--monitoringAddr=127.0.0.1:{free_port()}", f"--ctrlz_port={free_port()}"],
-            cwd=self.workdir, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.workdir / "istiod.log", cwd=self.workdir, env={**os.environ, **self.env},
         )
         self._wait_ready()
 

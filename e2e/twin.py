@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import copy
 import hashlib
 import json
 import os
@@ -62,6 +63,9 @@ class StateEntry:
     dependencies: set[str]
     parent: str
     custom: bool
+    ignore_changes: tuple[str, ...] = ()
+    replace_on_changes: tuple[str, ...] = ()
+    delete_before_replace: bool = False
 
 
 @dataclass
@@ -116,6 +120,24 @@ def _pluck(obj: Mapping[str, Any], path: str) -> Any:
     for part in path.strip(".").split("."):
         value = value.get(part) if isinstance(value, Mapping) else None
     return value
+
+
+def with_ignored_changes(old: dict[str, Any], new: dict[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    """The engine's `ignore_changes`: each ignored property keeps its old input value."""
+    result = copy.deepcopy(new)
+    for path in paths:
+        *parents, leaf = path.strip(".").split(".")
+        old_parent, new_parent = old, result
+        for part in parents:
+            old_parent = old_parent.get(part) if isinstance(old_parent, Mapping) else None
+            new_parent = new_parent.setdefault(part, {}) if isinstance(new_parent, dict) else None
+        if not isinstance(new_parent, dict):
+            continue
+        if isinstance(old_parent, Mapping) and leaf in old_parent:
+            new_parent[leaf] = copy.deepcopy(old_parent[leaf])
+        else:
+            new_parent.pop(leaf, None)
+    return result
 
 
 class KubernetesCluster:
@@ -340,6 +362,8 @@ class Twin:
         """Create, update or replace one resource; returns the entry to delete after the run
         (create-before-delete replacement) and what happened."""
         old = self.state.get(entry.urn)
+        if old is not None and entry.ignore_changes:
+            entry.inputs = with_ignored_changes(old.inputs, entry.inputs, entry.ignore_changes)
         if old is not None and old.inputs == entry.inputs and old.provider_urn == entry.provider_urn:
             entry.id, entry.outputs = old.id, old.outputs
             self.state[entry.urn] = entry
@@ -422,6 +446,8 @@ class Twin:
             entry.id, entry.outputs = "", dict(inputs)
 
     def _replaces(self, old: StateEntry, new: StateEntry) -> bool:
+        if any(_pluck(old.inputs, p) != _pluck(new.inputs, p) for p in new.replace_on_changes):
+            return True  # the engine's `replace_on_changes` option
         if new.type == PROVIDER_TYPE:
             # cluster_identifier keeps the provider (and its objects) across kubeconfig renewals.
             return old.inputs.get("clusterIdentifier") != new.inputs.get("clusterIdentifier")
@@ -435,7 +461,10 @@ class Twin:
 
     @staticmethod
     def _delete_before_replace(old: StateEntry, new: StateEntry) -> bool:
-        """A replaced object that keeps its name must go first (pulumi-kubernetes' Diff)."""
+        """The `delete_before_replace` option, or a replaced object that keeps its name
+        (pulumi-kubernetes' Diff)."""
+        if new.delete_before_replace:
+            return True
         if not new.type.startswith("kubernetes:") or new.type == HELM_RELEASE:
             return False
         old_meta, new_meta = old.inputs.get("metadata") or {}, new.inputs.get("metadata") or {}
@@ -529,6 +558,8 @@ class _TwinMonitor(pulumi_mocks.MockMonitor):
             urn=urn, type=request.type, id="", inputs=unwrap(args.inputs), outputs={},
             provider_urn=request.provider.rsplit("::", 1)[0] if request.provider else "",
             dependencies=dependencies, parent=request.parent, custom=bool(request.custom),
+            ignore_changes=tuple(request.ignoreChanges), replace_on_changes=tuple(request.replaceOnChanges),
+            delete_before_replace=bool(request.deleteBeforeReplace),
         )
         self.registered.add(urn)
         try:
