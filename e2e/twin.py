@@ -6,14 +6,14 @@ the real API server its provider's kubeconfig names, and awaited like pulumi-kub
 every Helm release is a real `helm upgrade --install`; Exoscale is a fake backed by the local
 control planes; TLS resources are real keys and certificates. A state of every resource's inputs
 and outputs is kept between runs, so a second run updates, replaces or deletes only what changed,
-with pulumi-kubernetes' replace rules, and `destroy` deletes in reverse dependency order.
+by the engine's options and the providers' replace rules (testing/engine.py, shared with the
+offline suite's second-`up` replay), and `destroy` deletes in reverse dependency order.
 """
 
 from __future__ import annotations
 
 import base64
 import contextvars
-import copy
 import hashlib
 import json
 import os
@@ -31,13 +31,13 @@ import pulumi
 import yaml
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 from pulumi.runtime import mocks as pulumi_mocks
 
 from e2e.controlplane import BIN, ControlPlane
 from e2e.fake_exoscale import FakeExoscale
+from testing import engine
 from testing.mocks import MeshMocks, unwrap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +60,8 @@ class StateEntry:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     provider_urn: str
+    # `urn::id` of the provider: a replaced provider has a new id.
+    provider_ref: str
     dependencies: set[str]
     parent: str
     custom: bool
@@ -97,47 +99,6 @@ def _timeout_seconds(value: str) -> float:
 def _is_true(value: Any) -> bool:
     # Provider inputs of other types reach the engine JSON-encoded.
     return value is True or value == "true"
-
-
-def force_new_paths(obj: Mapping[str, Any], secret_mutable: bool) -> list[str]:
-    """pulumi-kubernetes' replace-on-change paths for an object (provider/pkg/provider/diff.go,
-    forceNewProperties), for the kinds the program creates."""
-    paths = [".metadata.name", ".metadata.namespace"]
-    kind = obj.get("kind")
-    if kind == "Secret":
-        paths += [".type"] if secret_mutable and not obj.get("immutable") else [".type", ".stringData", ".data"]
-    elif kind == "Job":
-        paths += [".spec.completions", ".spec.parallelism", ".spec.selector", ".spec.template"]
-    elif kind == "Deployment":
-        paths += [".spec.selector"]
-    elif kind == "Service":
-        paths += [".spec.clusterIP"]
-    return paths
-
-
-def _pluck(obj: Mapping[str, Any], path: str) -> Any:
-    value: Any = obj
-    for part in path.strip(".").split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
-
-
-def with_ignored_changes(old: dict[str, Any], new: dict[str, Any], paths: Iterable[str]) -> dict[str, Any]:
-    """The engine's `ignore_changes`: each ignored property keeps its old input value."""
-    result = copy.deepcopy(new)
-    for path in paths:
-        *parents, leaf = path.strip(".").split(".")
-        old_parent, new_parent = old, result
-        for part in parents:
-            old_parent = old_parent.get(part) if isinstance(old_parent, Mapping) else None
-            new_parent = new_parent.setdefault(part, {}) if isinstance(new_parent, dict) else None
-        if not isinstance(new_parent, dict):
-            continue
-        if isinstance(old_parent, Mapping) and leaf in old_parent:
-            new_parent[leaf] = copy.deepcopy(old_parent[leaf])
-        else:
-            new_parent.pop(leaf, None)
-    return result
 
 
 class KubernetesCluster:
@@ -362,9 +323,14 @@ class Twin:
         """Create, update or replace one resource; returns the entry to delete after the run
         (create-before-delete replacement) and what happened."""
         old = self.state.get(entry.urn)
-        if old is not None and entry.ignore_changes:
-            entry.inputs = with_ignored_changes(old.inputs, entry.inputs, entry.ignore_changes)
-        if old is not None and old.inputs == entry.inputs and old.provider_urn == entry.provider_urn:
+        step = engine.CREATE
+        if old is not None:
+            entry.inputs = engine.apply_ignore_changes(old.inputs, entry.inputs, entry.ignore_changes)
+            provider = self.state.get(entry.provider_urn)
+            step = engine.next_step(entry.type, old.inputs, entry.inputs, entry.replace_on_changes,
+                                    provider_replaced=old.provider_ref != entry.provider_ref,
+                                    provider_inputs=provider.inputs if provider else None)
+        if old is not None and step == engine.SAME:
             entry.id, entry.outputs = old.id, old.outputs
             self.state[entry.urn] = entry
             return None, "same"
@@ -375,7 +341,7 @@ class Twin:
         if old is None:
             self._create(entry, timeout)
             action = "create"
-        elif self._replaces(old, entry):
+        elif step == engine.REPLACE:
             if self._delete_before_replace(old, entry):
                 self._delete(old)
             else:
@@ -444,20 +410,6 @@ class Twin:
             entry.id, entry.outputs = self.tls.new_resource(args)
         else:  # components
             entry.id, entry.outputs = "", dict(inputs)
-
-    def _replaces(self, old: StateEntry, new: StateEntry) -> bool:
-        if any(_pluck(old.inputs, p) != _pluck(new.inputs, p) for p in new.replace_on_changes):
-            return True  # the engine's `replace_on_changes` option
-        if new.type == PROVIDER_TYPE:
-            # cluster_identifier keeps the provider (and its objects) across kubeconfig renewals.
-            return old.inputs.get("clusterIdentifier") != new.inputs.get("clusterIdentifier")
-        if new.type == HELM_RELEASE:
-            return any(old.inputs.get(k) != new.inputs.get(k) for k in ("name", "namespace"))
-        if new.type.startswith("kubernetes:"):
-            paths = force_new_paths(new.inputs, self._cluster(new).secret_mutable)
-            return any(_pluck(old.inputs, p) != _pluck(new.inputs, p) for p in paths)
-        # Every argument of these is replace-on-change; other Exoscale changes update in place.
-        return new.type.startswith("tls:") or new.type.endswith(":SksKubeconfig")
 
     @staticmethod
     def _delete_before_replace(old: StateEntry, new: StateEntry) -> bool:
@@ -557,6 +509,7 @@ class _TwinMonitor(pulumi_mocks.MockMonitor):
         entry = StateEntry(
             urn=urn, type=request.type, id="", inputs=unwrap(args.inputs), outputs={},
             provider_urn=request.provider.rsplit("::", 1)[0] if request.provider else "",
+            provider_ref=request.provider,
             dependencies=dependencies, parent=request.parent, custom=bool(request.custom),
             ignore_changes=tuple(request.ignoreChanges), replace_on_changes=tuple(request.replaceOnChanges),
             delete_before_replace=bool(request.deleteBeforeReplace),
@@ -589,10 +542,6 @@ def run_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not seen within {timeout:.0f} s")
         time.sleep(POLL_SECONDS)
-
-
-def api_exception_status(error: ApiException) -> int:
-    return int(error.status or 0)
 
 
 def client_for(kubeconfig_text: str) -> ApiClient:

@@ -32,7 +32,7 @@ IGNORED_UPDATE = "ignored-update"
 #   ForceNew), resource_exoscale_anti_affinity_group.go (name, description ForceNew),
 #   resource_exoscale_nlb.go (zone ForceNew).
 # - pulumi-kubernetes: a Provider is replaced only when clusterIdentifier changes (Provider
-#   docs, `cluster_identifier`); provider/pkg/provider/force_new.go: every object on
+#   docs, `cluster_identifier`); provider/pkg/provider/diff.go: every object on
 #   .metadata.name/.metadata.namespace, a Secret on .type, and on .data/.stringData too unless
 #   the provider sets enableSecretMutable.
 CERTIFICATE_ARGUMENTS = ("validityPeriodHours", "allowedUses", "isCaCertificate", "setSubjectKeyId", "maxPathLength")
@@ -58,6 +58,12 @@ REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
     "exoscale:index/antiAffinityGroup:AntiAffinityGroup": ("name", "description"),
     "exoscale:index/nlb:Nlb": ("zone",),
     "pulumi:providers:kubernetes": ("clusterIdentifier",),
+    # pulumi-kubernetes provider/pkg/provider/diff.go (forceNew: batch/v1 Job, apps/v1 Deployment,
+    # core/v1 Service) and helm_release.go (forceNewFields .name, .namespace).
+    "kubernetes:batch/v1:Job": ("spec.completions", "spec.parallelism", "spec.selector", "spec.template"),
+    "kubernetes:apps/v1:Deployment": ("spec.selector",),
+    "kubernetes:core/v1:Service": ("spec.clusterIP",),
+    "kubernetes:helm.sh/v3:Release": ("name", "namespace"),
 }
 KUBERNETES_REPLACE_ON_CHANGE = ("metadata.name", "metadata.namespace")
 SECRET_TYPE = "kubernetes:core/v1:Secret"
