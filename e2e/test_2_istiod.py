@@ -21,9 +21,11 @@ from e2e.istiod import ISTIO_NAMESPACE, Istiod
 from e2e.mesh_views import (
     NETWORK_LABEL,
     WEBTEST_CLUSTER,
+    WEBTEST_HOST,
     assert_cross_network,
     label_pods_as_injected,
     network_of,
+    shard_endpoints,
     start_istiods,
     synced_peers,
 )
@@ -104,6 +106,10 @@ def test_the_cross_network_assertion_fails_when_the_server_cluster_claims_the_wr
     right = network_of(mesh, server)
     core.patch_namespace(ISTIO_NAMESPACE, {"metadata": {"labels": {NETWORK_LABEL: "network-wrong"}}})
     try:
+        # Once the client's istiod has taken the label in, the check must fail.
+        run_until(lambda: any(e["Network"] == "network-wrong" for e in shard_endpoints(
+            istiods[client], WEBTEST_HOST, "exodemo").get(server, [])), 60,
+            f"{client}'s istiod: {server}'s endpoints on network-wrong")
         with pytest.raises(AssertionError):
             assert_cross_network(mesh, istiods, client, server, timeout=20)
     finally:
