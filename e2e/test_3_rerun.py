@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes.client import AppsV1Api, CoreV1Api, PolicyV1Api
+from kubernetes.client import AppsV1Api, BatchV1Api, CoreV1Api, PolicyV1Api
 
 from e2e.conftest import Mesh
 from e2e.fake_exoscale import admin_api
@@ -51,7 +51,12 @@ def test_two_replicas_land_on_different_nodes_and_a_drain_may_evict_only_one(mes
     """Prod's availability settings on the real scheduler and disruption controller: istiod and
     the east-west gateway each run two pods on two nodes, and their PodDisruptionBudget lets a
     drain evict one of them, never both."""
-    mesh.up({**mesh.config, "istiodReplicas": 2, "eastwestGatewayReplicas": 2}, "availability_seconds")
+    jobs_before = _smoke_test_jobs(mesh)
+    report = mesh.up({**mesh.config, "istiodReplicas": 2, "eastwestGatewayReplicas": 2}, "availability_seconds")
+    # The smoke test proves the gateways, so a changed gateway runs it again: a new Job, the old gone.
+    assert [urn for urn in report.replaced if "smoke-test" in urn]
+    jobs_after = _smoke_test_jobs(mesh)
+    assert len(jobs_after) == 1 and not set(jobs_after) & set(jobs_before), (jobs_before, jobs_after)
     for name, control_plane in mesh.control_planes.items():
         api = admin_api(control_plane)
         core, apps, policy = CoreV1Api(api), AppsV1Api(api), PolicyV1Api(api)
@@ -85,3 +90,9 @@ def test_a_root_ca_setting_change_leaves_the_running_root_alone(mesh: Mesh):
     for urn, root in roots.items():
         assert _cacerts(mesh, urn)["root-cert.pem"] == root, urn
     assert report.outputs["rootCertPem"] == next(iter(roots.values()))
+
+
+def _smoke_test_jobs(mesh: Mesh) -> list[str]:
+    """The smoke-test Jobs in the client cluster, by name (the name carries the mesh fingerprint)."""
+    client = mesh.control_planes[mesh.config["demoClientCluster"]]
+    return [job.metadata.name for job in BatchV1Api(admin_api(client)).list_namespaced_job("exodemo").items]
