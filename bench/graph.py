@@ -56,8 +56,8 @@ DURATIONS: dict[str, float] = {
     # instances to boot; half a minute.
     NLB: 0.5,
     # The smoke test Job: Pulumi awaits completion; the script retries every 10 s
-    # (components/demo.py SMOKE_DELAY_SECONDS) until cross-cluster endpoints have synced, after the
-    # pod and its sidecar start. Estimate: 2 min (its deadline is 10 min).
+    # (components/smoke_test.py SMOKE_DELAY_SECONDS) until cross-cluster endpoints have synced,
+    # after the pod and its sidecar start. Estimate: 2 min (its deadline holds every attempt).
     JOB: 2.0,
     # Pulumi awaits a Deployment's rollout: image pull and readiness probe. Estimate: 1 min.
     DEPLOYMENT: 1.0,

@@ -47,7 +47,7 @@ def live_root(signed_by: str, configured: str) -> str:
     """The root an intermediate was signed with; a different configured root is a root change
     made without the explicit step, which would split the mesh's trust."""
     if signed_by != configured:
-        raise ValueError(
+        raise pulumi.RunError(
             f"{PROJECT}:rootCaCertPem: the configured root is not the root that signed the running "
             f"intermediates; a new root needs every istiod restarted, so go back to the previous root or {ROTATE_HINT}"
         )

@@ -55,7 +55,7 @@ def reader_kubeconfig(cluster_name: str, endpoint: str, token_data: Mapping[str,
     token_data = token_data or {}
     missing = [key for key in ("token", "ca.crt") if not token_data.get(key)]
     if missing:
-        raise ValueError(
+        raise pulumi.RunError(
             f"cluster {cluster_name}: the reader token Secret {READER_TOKEN_SECRET} has no "
             + " and no ".join(f"`{key}`" for key in missing)
             + "; check that kube-controller-manager's token controller is running there, then run `pulumi up` again"

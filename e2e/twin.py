@@ -307,6 +307,7 @@ class Twin:
 
         def program() -> pulumi.Output[Any]:
             runpy.run_path(str(MAIN), run_name="__main__")
+            # The stack's exports: the SDK has no public way to read them back under mocks.
             exported = pulumi.runtime.get_root_resource().outputs
             keys = list(exported)
             return pulumi.Output.all(*(pulumi.Output.from_input(exported[k]) for k in keys)).apply(

@@ -14,6 +14,9 @@ fail() { echo "error: $*" >&2; exit 1; }
 # targeted `up` of the kubeconfigs and the providers built from them re-issues a kubeconfig that
 # is expired or within kubeconfigEarlyRenewalSeconds of it, and touches nothing else.
 renew_kubeconfigs() {
+  # RENEW=0: the renewal cannot run (a cluster deleted outside Pulumi, a config that no longer
+  # validates); go ahead with the stored kubeconfigs.
+  [ "${RENEW:-1}" != 0 ] || return 0
   local urns targets=()
   urns=$(pulumi stack export --stack "$stack" | python3 -c '
 import json, sys

@@ -310,6 +310,7 @@ def _run(
 
     def program() -> pulumi.Output[list[Any]]:
         runpy.run_path(str(MAIN), run_name="__main__")
+        # The stack's exports: the SDK has no public way to read them back under mocks.
         exported = pulumi.runtime.get_root_resource().outputs
         outputs.update({key: StackOutput(None, False) for key in exported})
         return pulumi.Output.all(*(

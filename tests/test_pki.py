@@ -3,6 +3,7 @@ from the program's inputs, the way istiod and openssl would see them."""
 
 import datetime
 
+import pulumi
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -239,6 +240,7 @@ def test_a_new_own_root_without_a_generation_bump_stops_the_deploy(own_root):
     byo = {**stack_config("dev"), "rootCaCertPem": cert_pem, "rootCaKeyPem": key_pem}
     # Switching to an own root is a root change like any other: it needs the explicit step.
     error, _ = run_failing_program(byo, secret_keys=("rootCaKeyPem",), previous=before)
+    assert isinstance(error, pulumi.RunError), type(error)  # printed as its message, without a traceback
     assert "rootCaCertPem" in str(error) and "rootCaGeneration" in str(error)
     rotated = run_program({**byo, "rootCaGeneration": 2}, secret_keys=("rootCaKeyPem",), previous=before)
     assert rotated.outputs["rootCertPem"].value == cert_pem

@@ -4,6 +4,7 @@ import base64
 import itertools
 import json
 
+import pulumi
 import pytest
 import yaml
 
@@ -132,6 +133,8 @@ class TokenControllerLeavesOut(MeshMocks):
 def test_a_reader_token_secret_without_token_or_ca_fails_the_deploy_naming_the_cluster(key):
     # An empty bearer token would only show up at runtime, as 401s in every peer's istiod.
     error, registered = run_failing_program(stack_config("dev"), mocks=TokenControllerLeavesOut("cluster2", key))
+    # A RunError is printed as its message alone, where any other exception gets a traceback.
+    assert isinstance(error, pulumi.RunError), type(error)
     assert f"cluster cluster2: the reader token Secret {READER_TOKEN_SECRET} has no `{key}`" in str(error)
     assert not any(r.name == "cluster1-istio-remote-secret-cluster2" for r in registered)
 
@@ -142,5 +145,5 @@ def test_reader_kubeconfig_refuses_token_data_without_token_or_ca(key):
     document = yaml.safe_load(reader_kubeconfig("b", "https://b.example", data))
     assert base64.b64decode(document["clusters"][0]["cluster"]["certificate-authority-data"]) == b"CA PEM"
     assert document["users"][0]["user"]["token"] == "reader-token"
-    with pytest.raises(ValueError, match=rf"cluster b: .*`{key}`"):
+    with pytest.raises(pulumi.RunError, match=rf"cluster b: .*`{key}`"):
         reader_kubeconfig("b", "https://b.example", {k: v for k, v in data.items() if k != key})

@@ -153,3 +153,13 @@ def test_a_failed_renewal_stops_before_destroy(project, dev):
     result = run(project, "dev", "destroy", env=CREDENTIALS)
     assert result.returncode != 0
     assert not any(c.startswith("destroy") for c in (project / "pulumi.log").read_text().splitlines())
+
+
+def test_renew_0_skips_the_renewal_when_it_cannot_run(project, dev):
+    # A cluster deleted outside Pulumi, or a config that no longer validates, makes the targeted
+    # `up` fail: RENEW=0 lets destroy go ahead with the stored kubeconfigs.
+    write_state(project, paused_stack(dev))
+    (project / "up.fails").touch()
+    result = run(project, "dev", "destroy", env={**CREDENTIALS, "RENEW": "0"})
+    assert result.returncode == 0, result.stderr
+    assert (project / "pulumi.log").read_text().splitlines()[1:] == ["destroy --stack dev"]
