@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import runpy
 import subprocess
 import threading
 import time
@@ -39,10 +38,8 @@ from e2e.controlplane import BIN, ControlPlane
 from e2e.fake_exoscale import FakeExoscale
 from testing import engine
 from testing.mocks import MeshMocks, unwrap
+from testing.program import run_main
 
-ROOT = Path(__file__).resolve().parent.parent
-MAIN = ROOT / "__main__.py"
-PROJECT = "sks-istio-mesh"
 PROVIDER_TYPE = "pulumi:providers:kubernetes"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 FIELD_MANAGER = "pulumi-kubernetes"
@@ -96,15 +93,10 @@ def _timeout_seconds(value: str) -> float:
     return float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
 
 
-def _is_true(value: Any) -> bool:
-    # Provider inputs of other types reach the engine JSON-encoded.
-    return value is True or value == "true"
-
-
 class KubernetesCluster:
     """A provider's view of one API server: server-side apply, await, delete."""
 
-    def __init__(self, kubeconfig_text: str, secret_mutable: bool, workdir: Path) -> None:
+    def __init__(self, kubeconfig_text: str, workdir: Path) -> None:
         identity = hashlib.sha256(kubeconfig_text.encode()).hexdigest()[:12]
         self.kubeconfig_path = workdir / f"provider-{identity}.kubeconfig"
         self.kubeconfig_path.write_text(kubeconfig_text)
@@ -112,7 +104,6 @@ class KubernetesCluster:
         self.api = kube_config.new_client_from_config_dict(yaml.safe_load(kubeconfig_text))
         # A discovery cache of its own: the client's default file is shared by every client of a host.
         self.dynamic = DynamicClient(self.api, cache_file=str(workdir / f"discovery-{identity}-{id(self)}.json"))
-        self.secret_mutable = secret_mutable
         self.server = yaml.safe_load(kubeconfig_text)["clusters"][0]["cluster"]["server"]
         self._lock = threading.Lock()
 
@@ -300,22 +291,9 @@ class Twin:
         return report
 
     def _run_program(self, monitor: _TwinMonitor, config: dict[str, Any]) -> None:
-        pulumi.runtime.set_all_config(
-            {f"{PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}, []
-        )
-        pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=self.stack, preview=False, monitor=monitor)
-
-        def program() -> pulumi.Output[Any]:
-            runpy.run_path(str(MAIN), run_name="__main__")
-            # The stack's exports: the SDK has no public way to read them back under mocks.
-            exported = pulumi.runtime.get_root_resource().outputs
-            keys = list(exported)
-            return pulumi.Output.all(*(pulumi.Output.from_input(exported[k]) for k in keys)).apply(
-                lambda values: monitor.report.outputs.update(unwrap(dict(zip(keys, values, strict=True)))))
-
         try:
-            # pulumi.runtime.test runs the program and waits for the Output it returns.
-            pulumi.runtime.test(program)()
+            outputs = run_main(monitor, config, self.stack)
+            monitor.report.outputs = {key: unwrap(output.value) for key, output in outputs.items()}
         except Exception as error:  # noqa: BLE001 - reported with the registration errors
             monitor.errors.append(f"{type(error).__name__}: {error}")
 
@@ -377,15 +355,13 @@ class Twin:
         return urns
 
     def admin_cluster(self, control_plane: ControlPlane) -> KubernetesCluster:
-        return KubernetesCluster(control_plane.admin_kubeconfig_path().read_text(), False, self.workdir)
-
-    def cluster_of(self, entry: StateEntry) -> KubernetesCluster:
-        return self._cluster(entry)
+        return KubernetesCluster(control_plane.admin_kubeconfig_path().read_text(), self.workdir)
 
     def helm_list(self, kubeconfig_path: Path) -> list[dict[str, Any]]:
         return json.loads(self.helm.run_with(kubeconfig_path, "list", "--all-namespaces", "--all", "--output", "json"))
 
-    def _cluster(self, entry: StateEntry) -> KubernetesCluster:
+    def cluster_of(self, entry: StateEntry) -> KubernetesCluster:
+        """The API server a Kubernetes resource's provider names."""
         if not entry.provider_urn or entry.provider_urn not in self.clusters:
             raise ProgramFailedError(f"{entry.urn} has no explicit Kubernetes provider")
         return self.clusters[entry.provider_urn]
@@ -393,14 +369,13 @@ class Twin:
     def _create(self, entry: StateEntry, timeout: float) -> None:
         inputs = entry.inputs
         if entry.type == PROVIDER_TYPE:
-            self.clusters[entry.urn] = KubernetesCluster(
-                inputs["kubeconfig"], _is_true(inputs.get("enableSecretMutable")), self.workdir)
+            self.clusters[entry.urn] = KubernetesCluster(inputs["kubeconfig"], self.workdir)
             entry.id, entry.outputs = entry.urn.rsplit("::", 1)[1], dict(inputs)
         elif entry.type == HELM_RELEASE:
-            status = self.helm.upgrade_install(self._cluster(entry), inputs)
+            status = self.helm.upgrade_install(self.cluster_of(entry), inputs)
             entry.id, entry.outputs = f"{status['namespace']}/{status['name']}", {**inputs, "status": status}
         elif entry.type.startswith("kubernetes:"):
-            live = self._cluster(entry).apply(_manifest(inputs), timeout)
+            live = self.cluster_of(entry).apply(_manifest(inputs), timeout)
             metadata = live["metadata"]
             entry.id = f"{metadata.get('namespace', '')}/{metadata['name']}".lstrip("/")
             entry.outputs = live
@@ -437,10 +412,10 @@ class Twin:
             return
         if entry.type == HELM_RELEASE:
             status = entry.outputs["status"]
-            self.helm.uninstall(self._cluster(entry), status["name"], status["namespace"])
+            self.helm.uninstall(self.cluster_of(entry), status["name"], status["namespace"])
         elif entry.type.startswith("kubernetes:"):
             metadata = entry.outputs["metadata"]
-            self._cluster(entry).delete(entry.outputs["apiVersion"], entry.outputs["kind"], metadata["name"],
+            self.cluster_of(entry).delete(entry.outputs["apiVersion"], entry.outputs["kind"], metadata["name"],
                                         metadata.get("namespace"))
         elif entry.type.startswith("exoscale:"):
             self.cloud.delete(entry.type, entry.id)

@@ -295,15 +295,26 @@ def _run(
     monitor: RecordingMonitor, config: dict[str, Any], stack: str, secret_keys: tuple[str, ...], preview: bool,
     other_config: Mapping[str, Any],
 ) -> Recording:
-    pulumi.runtime.set_all_config(
-        {**{f"{PROJECT}:{k}": _as_config_value(v) for k, v in config.items()},
-         **{k: _as_config_value(v) for k, v in other_config.items()}},
-        [f"{PROJECT}:{k}" for k in secret_keys],
-    )
     warnings = _WarningCollector()
     logger = logging.getLogger(f"{PROJECT}.testing.{id(monitor)}")
     logger.propagate = False
     logger.addHandler(warnings)
+    outputs = run_main(monitor, config, stack, secret_keys=secret_keys, preview=preview, other_config=other_config,
+                       logger=logger)
+    return Recording(monitor.registrations, outputs, monitor.stack_urn, warnings=warnings.messages)
+
+
+def run_main(
+    monitor: pulumi_mocks.MockMonitor, config: Mapping[str, Any], stack: str, *, secret_keys: tuple[str, ...] = (),
+    preview: bool = False, other_config: Mapping[str, Any] | None = None, logger: logging.Logger | None = None,
+) -> dict[str, StackOutput]:
+    """Run __main__.py with `config` (keys without the project prefix) against `monitor`, in the
+    current context; return the stack's exports. The offline runner and the e2e twin both use it."""
+    pulumi.runtime.set_all_config(
+        {**{f"{PROJECT}:{k}": _as_config_value(v) for k, v in config.items()},
+         **{k: _as_config_value(v) for k, v in (other_config or {}).items()}},
+        [f"{PROJECT}:{k}" for k in secret_keys],
+    )
     pulumi.runtime.set_mocks(
         monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor, logger=logger)
     outputs: dict[str, StackOutput] = {}
@@ -326,7 +337,7 @@ def _run(
 
     # pulumi.runtime.test runs the function inside a stack and waits for the Output it returns.
     pulumi.runtime.test(program)()
-    return Recording(monitor.registrations, outputs, monitor.stack_urn, warnings=warnings.messages)
+    return outputs
 
 
 def plaintext_strings(wire: Any) -> Iterator[str]:
