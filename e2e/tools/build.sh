@@ -42,6 +42,28 @@ build() {
 }
 
 started=$SECONDS
+# The real Pulumi engine and pulumi-kubernetes provider: the e2e's verdicts come from them.
+pulumi_version=$(sed -nE 's/^require github.com\/pulumi\/pulumi\/pkg\/v3 (v[0-9.]+)$/\1/p' "$tools/pulumi/go.mod")
+build pulumi pulumi "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$pulumi_version" \
+  github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
+# The provider's module zip lacks the two files its main embeds (upstream's go:generate writes
+# them); write them from the module's schema.json and terraform-mapping.json, as generate.go does.
+k8s_provider_version=4.25.0  # the tag of the one pseudo-version the module proxy serves (go.mod)
+k8s_provider_main="$tools/pulumi-kubernetes/cmd/pulumi-resource-kubernetes"
+k8s_provider_dir=$(cd "$tools/pulumi-kubernetes" && go mod download github.com/pulumi/pulumi-kubernetes/provider/v4 \
+  && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi-kubernetes/provider/v4)
+python3 - "$k8s_provider_dir/cmd/pulumi-resource-kubernetes" "$k8s_provider_main" "$k8s_provider_version" <<'PY'
+import json, sys
+source, target, version = sys.argv[1:]
+schema = json.load(open(f"{source}/schema.json"))
+schema["version"] = version
+json.dump(schema, open(f"{target}/schema-embed.json", "w"), separators=(",", ":"))
+mapping = json.load(open(f"{source}/terraform-mapping.json"))
+json.dump(mapping, open(f"{target}/terraform-mapping-embed.json", "w"), separators=(",", ":"))
+PY
+build pulumi-kubernetes pulumi-resource-kubernetes \
+  "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$k8s_provider_version" \
+  ./cmd/pulumi-resource-kubernetes
 build kubernetes "kube-apiserver kube-controller-manager kube-scheduler" "$k8s_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler
@@ -50,5 +72,7 @@ build etcd etcd "-s -w" go.etcd.io/etcd/server/v3
 helm_version=$(sed -nE 's/^require helm.sh\/helm\/v3 (v[0-9.]+)$/\1/p' "$tools/helm/go.mod")
 build helm helm "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" helm.sh/helm/v3/cmd/helm
 build kwok kwok "-s -w" sigs.k8s.io/kwok/cmd/kwok
-build istio "pilot-discovery xds-probe" "-s -w" istio.io/istio/pilot/cmd/pilot-discovery ./cmd/xds-probe
+build istio "pilot-discovery istioctl xds-probe" "-s -w" istio.io/istio/pilot/cmd/pilot-discovery \
+  istio.io/istio/istioctl/cmd/istioctl ./cmd/xds-probe
 echo "e2e tools: ready in $((SECONDS - started)) s"
+
