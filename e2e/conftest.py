@@ -12,7 +12,6 @@ import json
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from e2e.controlplane import BIN, KUBERNETES_VERSION, ControlPlane, kwok_stage_dir  # noqa: E402
+from e2e.controlplane import BIN, KUBERNETES_VERSION, PIDS, WORK, ControlPlane, kwok_stage_dir, reap_leftovers  # noqa: E402
 from e2e.fake_exoscale import FakeExoscale  # noqa: E402
 from e2e.istiod import istio_module_version  # noqa: E402
 from e2e.twin import RunReport, Twin  # noqa: E402
@@ -35,7 +34,7 @@ from testing.program import stack_config  # noqa: E402
 SHARED = ROOT.parent / "shared"
 OUT = Path(__file__).resolve().parent / ".out"
 CONTROL_PLANE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm")
-ISTIO_TOOLS = ("pilot-discovery", "xds-probe")
+ISTIO_TOOLS = ("pilot-discovery", "xds-probe", "ca-client", "istioctl")
 
 
 def require_tools(tools: tuple[str, ...]) -> None:
@@ -105,21 +104,36 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _keep_logs(workdir: Path) -> Path:
+    """The logs of a failed run (control planes, Helm, istiod), kept under e2e/.out/."""
+    kept = OUT / f"failed-run-{time.strftime('%Y%m%d-%H%M%S')}"
+    for log in workdir.rglob("*.log"):
+        (kept / log.relative_to(workdir)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(log, kept / log.relative_to(workdir))
+    return kept
+
+
 @pytest.fixture(scope="session")
-def mesh() -> Iterator[Mesh]:
+def mesh(request: pytest.FixtureRequest) -> Iterator[Mesh]:
     require_tools(CONTROL_PLANE_TOOLS)
     config = stack_config("dev")
     charts = SHARED / "istio-charts" / config["istioVersion"] / "repo"
     if not charts.is_dir():
         pytest.fail(f"{charts} is missing: make e2e installs the pinned charts from ../shared")
+    reaped = reap_leftovers()
+    if reaped:
+        print(f"e2e: killed {len(reaped)} processes a killed earlier run left behind")
+    workdir = WORK / "run"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     server, repository = _serve_charts(charts)
     config["istioChartRepository"] = repository
-    workdir = Path(tempfile.mkdtemp(prefix="sks-istio-mesh-e2e-"))
     control_planes: dict[str, ControlPlane] = {}
     cloud = FakeExoscale(control_planes)
     # SIGTERM (CI's timeout, a killed make) ends the session like Ctrl-C, so the finally runs.
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     mesh = None
+    failed = True
     try:
         stage_dir = kwok_stage_dir()
         mesh = Mesh(config, control_planes, cloud, Twin(workdir, cloud), workdir, RunReport({}), repository,
@@ -128,14 +142,23 @@ def mesh() -> Iterator[Mesh]:
             mesh.start_control_plane(cluster["name"])
         mesh.first_run = mesh.up(config, "apply_seconds")
         yield mesh
+        failed = request.session.testsfailed > 0
     finally:
-        for stop in (mesh.extra.get("stop_istiods") if mesh else None, cloud.stop):
-            if stop:
-                stop()
-        for control_plane in control_planes.values():
-            control_plane.stop()
-        server.shutdown()
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            for stop in (mesh.extra.get("stop_istiods") if mesh else None, cloud.stop):
+                if stop:
+                    stop()
+            for control_plane in control_planes.values():
+                control_plane.stop()
+        finally:
+            server.shutdown()
+            server.server_close()
+            signal.signal(signal.SIGTERM, previous_sigterm)
+            if failed:
+                print(f"e2e: logs of the failed run kept in {_keep_logs(workdir)}")
+            shutil.rmtree(workdir, ignore_errors=True)
+            reap_leftovers()  # all stopped by now; this clears their pid files
+            shutil.rmtree(PIDS, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -29,6 +29,10 @@ from cryptography.x509.oid import NameOID
 
 E2E = Path(__file__).resolve().parent
 BIN = E2E / ".bin"
+# A fixed work root, so that a run finds what a killed earlier run left: one pid file per process
+# started (`spawn`), reaped by the next run (`reap_leftovers`).
+WORK = E2E / ".work"
+PIDS = WORK / "pids"
 KUBERNETES_VERSION = "v1.34.2"
 SERVICE_CIDR = "10.96.0.0/16"
 # KWOK's own Stage objects (v0.8.0 has no default stages out of cluster, §3): node start-up and
@@ -46,7 +50,36 @@ FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 def spawn(argv: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
     with log.open("wb") as output:
         # A process group of its own, so a stop also ends anything it started.
-        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+        process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+    PIDS.mkdir(parents=True, exist_ok=True)
+    (PIDS / str(process.pid)).write_text(_start_time(process.pid))
+    return process
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (/proc/<pid>/stat field 22): a pid file names that process only,
+    not a later one that got the same pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def reap_leftovers() -> list[int]:
+    """Kill (SIGKILL, the whole process group) every process a pid file names that still runs:
+    left by a run that was killed before its own clean-up. Returns their pids."""
+    reaped = []
+    for pid_file in PIDS.glob("*") if PIDS.is_dir() else []:
+        pid = int(pid_file.name)
+        started = pid_file.read_text()
+        if started and _start_time(pid) == started:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+                reaped.append(pid)
+            except ProcessLookupError:
+                pass
+        pid_file.unlink()
+    return reaped
 
 
 def free_port() -> int:

@@ -1,21 +1,22 @@
 """What istiod and the API servers say about the mesh: shared by the istiod, re-run and
-third-cluster tests. Nothing here reads the program's inputs."""
+third-cluster tests. Expected values come from the stack file (`mesh.config`, what the user asked
+for) or from an independent observation (an API server, istiod), never from the program's outputs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kubernetes.client import CoreV1Api
+from kubernetes.client import AdmissionregistrationV1Api, AppsV1Api, CoreV1Api
 
 from e2e.conftest import Mesh
 from e2e.fake_exoscale import admin_api
-from e2e.istiod import ISTIO_NAMESPACE, Istiod
+from e2e.istiod import ISTIO_NAMESPACE, Istiod, injection_webhooks, reinject_deployment
 from e2e.twin import run_until
 
 NETWORK_LABEL = "topology.istio.io/network"
 WEBTEST_HOST = "exo-webtest.exodemo.svc.cluster.local"
 WEBTEST_CLUSTER = f"outbound|3000||{WEBTEST_HOST}"
-INJECTED_LABELS = {"security.istio.io/tlsMode": "istio", "service.istio.io/canonical-revision": "latest"}
+SIDECAR = "istio-proxy"
 GATEWAY_PORT = 15443
 
 
@@ -29,22 +30,51 @@ def eastwest_ip(mesh: Mesh, cluster: str) -> str:
     return service.status.load_balancer.ingress[0].ip
 
 
-def label_pods_as_injected(mesh: Mesh) -> None:
-    for control_plane in mesh.control_planes.values():
-        core = CoreV1Api(admin_api(control_plane))
-        for pod in core.list_namespaced_pod("exodemo").items:
-            labels = {**INJECTED_LABELS, "service.istio.io/canonical-name": pod.metadata.labels.get("app", "")}
-            core.patch_namespaced_pod(pod.metadata.name, "exodemo", {"metadata": {"labels": labels}})
+def has_sidecar(pod: Any) -> bool:
+    """An istio-proxy container, as a container or a native sidecar (an init container)."""
+    return any(c.name == SIDECAR for c in [*(pod.spec.containers or []), *(pod.spec.init_containers or [])])
+
+
+def inject_workloads(istiod: Istiod) -> list[Any]:
+    """What the API server would have done with istiod's injection webhook on (it is off here,
+    see README): every Deployment whose pods the webhook configuration's selectors choose and
+    that has a pod without the sidecar gets its pods re-created through istiod's injection
+    (`reinject_deployment`). Returns the pods created."""
+    api = admin_api(istiod.control_plane)
+    core, created = CoreV1Api(api), []
+    for deployment in AppsV1Api(api).list_deployment_for_all_namespaces().items:
+        namespace, template = deployment.metadata.namespace, deployment.spec.template
+        if not injection_webhooks(api, namespace, template.metadata.labels or {}):
+            continue
+        selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
+        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        if any(not has_sidecar(p) for p in pods if not p.metadata.deletion_timestamp):
+            created += reinject_deployment(istiod, api, namespace, deployment.metadata.name)
+    return created
 
 
 def start_istiods(mesh: Mesh) -> dict[str, Istiod]:
+    """An istiod per control plane (those already running are kept), and every workload the
+    injector selects injected by it. All are stopped with the session, also when one fails."""
     istiods: dict[str, Istiod] = mesh.extra.setdefault("istiods", {})
+    mesh.extra["stop_istiods"] = lambda: [istiod.stop() for istiod in istiods.values()]
     for name, control_plane in mesh.control_planes.items():
         if name not in istiods:
             istiods[name] = Istiod(name, control_plane, mesh.workdir / f"istiod-{name}")
             istiods[name].start()
-    mesh.extra["stop_istiods"] = lambda: [istiod.stop() for istiod in istiods.values()]
+    for name, istiod in istiods.items():
+        # istiod patches its CA into the webhook configuration once it is up; the API server
+        # (and so `injection_webhooks`) verifies istiod against it.
+        run_until(lambda istiod=istiod: _webhook_ca_patched(istiod), 60, f"{name}: istiod's caBundle in its webhook")
+        inject_workloads(istiod)
     return istiods
+
+
+def _webhook_ca_patched(istiod: Istiod) -> bool:
+    webhooks = [w for c in AdmissionregistrationV1Api(admin_api(istiod.control_plane))
+                .list_mutating_webhook_configuration().items for w in c.webhooks or []
+                if w.client_config.service and w.client_config.service.name == "istiod"]
+    return bool(webhooks) and all(w.client_config.ca_bundle for w in webhooks)
 
 
 def synced_peers(istiod: Istiod) -> dict[str, str]:

@@ -72,7 +72,7 @@ build etcd etcd "-s -w" go.etcd.io/etcd/server/v3
 helm_version=$(sed -nE 's/^require helm.sh\/helm\/v3 (v[0-9.]+)$/\1/p' "$tools/helm/go.mod")
 build helm helm "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" helm.sh/helm/v3/cmd/helm
 build kwok kwok "-s -w" sigs.k8s.io/kwok/cmd/kwok
-build istio "pilot-discovery istioctl xds-probe" "-s -w" istio.io/istio/pilot/cmd/pilot-discovery \
-  istio.io/istio/istioctl/cmd/istioctl ./cmd/xds-probe
+build istio "pilot-discovery istioctl xds-probe ca-client" "-s -w" istio.io/istio/pilot/cmd/pilot-discovery \
+  istio.io/istio/istioctl/cmd/istioctl ./cmd/xds-probe ./cmd/ca-client
 echo "e2e tools: ready in $((SECONDS - started)) s"
 

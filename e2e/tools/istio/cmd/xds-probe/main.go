@@ -1,13 +1,13 @@
-// Command xds-probe connects to istiod as a sidecar proxy of one cluster and network and prints,
-// as JSON, the endpoints istiod sends that proxy for one Envoy cluster (EDS): what a sidecar in
-// that cluster would be told to call.
+// Command xds-probe connects to istiod as a proxy and prints, as JSON, what istiod sends it.
+// As a sidecar of one cluster and network (the default): the endpoints of one Envoy cluster (EDS),
+// what a sidecar in that cluster would be told to call. As a gateway (--node-type=router, with
+// the gateway pod's labels): its listeners (LDS) and their routes (RDS).
 package main
 
 import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -16,7 +16,8 @@ import (
 	"istio.io/istio/pilot/pkg/model"
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	"istio.io/istio/pkg/adsc"
-	istiolog "istio.io/istio/pkg/log"
+
+	"sks-istio-mesh/e2e/tools/istio/internal/cli"
 )
 
 type endpoint struct {
@@ -33,19 +34,28 @@ func main() {
 	ip := flag.String("ip", "10.0.0.250", "the proxy's IP")
 	edsCluster := flag.String("eds-cluster", "", "the Envoy cluster, e.g. outbound|3000||svc.ns.svc.cluster.local")
 	timeout := flag.Duration("timeout", 30*time.Second, "how long to wait for the endpoints")
+	nodeType := flag.String("node-type", string(model.SidecarProxy), "sidecar, or router for a gateway (prints LDS and RDS)")
+	labels := flag.String("labels", "{}", "the proxy's pod labels, a JSON object (a gateway's Gateway selector matches them)")
 	flag.Parse()
-	// stdout carries the JSON answer alone; the xDS client's logs go to stderr.
-	logOptions := istiolog.DefaultOptions()
-	logOptions.OutputPaths = []string{"stderr"}
-	if err := istiolog.Configure(logOptions); err != nil {
-		fail(err)
-	}
+	cli.LogToStderr(tool)
 
-	meta, err := structpb.NewStruct(map[string]any{
+	podLabels := map[string]any{}
+	if err := json.Unmarshal([]byte(*labels), &podLabels); err != nil {
+		fail(fmt.Errorf("--labels: %w", err))
+	}
+	fields := map[string]any{
 		"CLUSTER_ID": *clusterID,
 		"NETWORK":    *network,
 		"NAMESPACE":  *namespace,
-	})
+		"LABELS":     podLabels,
+	}
+	if model.NodeType(*nodeType) == model.Router {
+		// The node ID adsc would build: type~ip~pod.namespace~namespace.svc.cluster.local.
+		routerConfig(*xds, fmt.Sprintf("router~%s~xds-probe.%s~%s.svc.cluster.local", *ip, *namespace, *namespace),
+			fields, *timeout)
+		return
+	}
+	meta, err := structpb.NewStruct(fields)
 	if err != nil {
 		fail(err)
 	}
@@ -85,7 +95,8 @@ func main() {
 	fail(fmt.Errorf("istiod sent no endpoints for %s within %s", *edsCluster, *timeout))
 }
 
+const tool = "xds-probe"
+
 func fail(err error) {
-	fmt.Fprintln(os.Stderr, "xds-probe:", err)
-	os.Exit(1)
+	cli.Fail(tool, err)
 }
