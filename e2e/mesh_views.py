@@ -17,6 +17,7 @@ NETWORK_LABEL = "topology.istio.io/network"
 WEBTEST_HOST = "exo-webtest.exodemo.svc.cluster.local"
 WEBTEST_CLUSTER = f"outbound|3000||{WEBTEST_HOST}"
 SIDECAR = "istio-proxy"
+INJECTION_STATUS = "sidecar.istio.io/status"
 GATEWAY_PORT = 15443
 
 
@@ -28,6 +29,12 @@ def eastwest_ip(mesh: Mesh, cluster: str) -> str:
     service = CoreV1Api(admin_api(mesh.control_planes[cluster])).read_namespaced_service(
         "istio-eastwestgateway", ISTIO_NAMESPACE)
     return service.status.load_balancer.ingress[0].ip
+
+
+def was_injected(pod: Any) -> bool:
+    """istiod's injector marks every pod it injected with its status annotation (a gateway
+    chart's pod has an `istio-proxy` container, image `auto`, before injection)."""
+    return INJECTION_STATUS in (pod.metadata.annotations or {})
 
 
 def has_sidecar(pod: Any) -> bool:
@@ -48,7 +55,7 @@ def inject_workloads(istiod: Istiod) -> list[Any]:
             continue
         selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
         pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-        if any(not has_sidecar(p) for p in pods if not p.metadata.deletion_timestamp):
+        if any(not was_injected(p) for p in pods if not p.metadata.deletion_timestamp):
             created += reinject_deployment(istiod, api, namespace, deployment.metadata.name)
     return created
 

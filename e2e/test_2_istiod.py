@@ -99,13 +99,18 @@ def test_the_client_sidecar_is_sent_the_servers_eastwest_gateway_not_its_pod(
     assert not pod_ips & {e["address"] for e in sent}
 
 
-def test_the_cross_network_assertion_fails_when_the_server_cluster_claims_the_wrong_network(
+def test_the_cross_network_assertion_fails_when_the_servers_pods_claim_the_wrong_network(
     mesh: Mesh, istiods: dict[str, Istiod]
 ):
+    """The injector labels each pod with the network istiod's values give it, and that label
+    decides the endpoint's network (ahead of istio-system's). A wrong one must fail the check."""
     client, server = mesh.config["demoClientCluster"], mesh.config["demoServerCluster"]
     core = CoreV1Api(admin_api(mesh.control_planes[server]))
-    right = network_of(mesh, server)
-    core.patch_namespace(ISTIO_NAMESPACE, {"metadata": {"labels": {NETWORK_LABEL: "network-wrong"}}})
+    pods = core.list_namespaced_pod("exodemo", label_selector="app=exo-webtest").items
+    right = {p.metadata.name: p.metadata.labels[NETWORK_LABEL] for p in pods}
+    assert set(right.values()) == {network_of(mesh, server)}, right
+    for name in right:
+        core.patch_namespaced_pod(name, "exodemo", {"metadata": {"labels": {NETWORK_LABEL: "network-wrong"}}})
     try:
         # Once the client's istiod has taken the label in, the check must fail.
         run_until(lambda: any(e["Network"] == "network-wrong" for e in shard_endpoints(
@@ -114,7 +119,8 @@ def test_the_cross_network_assertion_fails_when_the_server_cluster_claims_the_wr
         with pytest.raises(AssertionError):
             assert_cross_network(mesh, istiods, client, server, timeout=20)
     finally:
-        core.patch_namespace(ISTIO_NAMESPACE, {"metadata": {"labels": {NETWORK_LABEL: right}}})
+        for name, network in right.items():
+            core.patch_namespaced_pod(name, "exodemo", {"metadata": {"labels": {NETWORK_LABEL: network}}})
     assert_cross_network(mesh, istiods, client, server)
 
 

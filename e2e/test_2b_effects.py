@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import fnmatch
 import json
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from cryptography import x509
 from kubernetes.client import AppsV1Api, CoreV1Api
 
-from e2e.conftest import ISTIO_TOOLS, Mesh, require_tools
+from e2e.conftest import ISTIO_TOOLS, OUT, Mesh, require_tools
 from e2e.controlplane import BIN
 from e2e.fake_exoscale import admin_api
 from e2e.istiod import (
@@ -32,7 +33,7 @@ from e2e.istiod import (
     label_selector_matches,
     workload_certificate,
 )
-from e2e.mesh_views import SIDECAR, WEBTEST_HOST, has_sidecar, network_of, start_istiods
+from e2e.mesh_views import NETWORK_LABEL, SIDECAR, WEBTEST_HOST, has_sidecar, network_of, start_istiods, was_injected
 from e2e.twin import run_until
 
 DEMO_NAMESPACE = "exodemo"
@@ -92,10 +93,12 @@ def test_the_demo_pods_are_injected_by_istiod_with_the_stacks_cluster_network_me
                 if not p.metadata.deletion_timestamp]
         assert pods, (cluster, app)
         for pod in pods:
-            assert has_sidecar(pod), f"{cluster}: {pod.metadata.name} has no {SIDECAR}"
+            assert has_sidecar(pod) and was_injected(pod), f"{cluster}: {pod.metadata.name} has no {SIDECAR}"
             env = _env(pod)
             assert env.get("ISTIO_META_CLUSTER_ID") == cluster, (cluster, env)
             assert env.get("ISTIO_META_NETWORK") == _cluster(mesh, cluster)["network"], (cluster, env)
+            # The injector's network label decides the endpoint's network in every istiod.
+            assert pod.metadata.labels.get(NETWORK_LABEL) == _cluster(mesh, cluster)["network"], pod.metadata.labels
             assert env.get("ISTIO_META_MESH_ID") == mesh.config["meshId"], (cluster, env)
             assert env.get("ISTIO_META_DNS_CAPTURE") == "true", (cluster, env)
             # What makes istiod route to it across networks (the injector sets it, not the test).
@@ -201,9 +204,12 @@ def test_a_renewed_intermediate_reaches_istiod_and_signs_the_next_workload_certi
                                     x509.load_pem_x509_certificate(after["root-cert.pem"].encode()))
         leaf.verify_directly_issued_by(intermediate)
         intermediate.verify_directly_issued_by(root)
+        # The renewal re-signs the intermediate's key, so the old certificate would verify the
+        # leaf too; the chain istiod hands out with it says which one it signs as now.
+        handed_out = [x509.load_pem_x509_certificate(pem.encode()) for pem in chain]
         old = x509.load_pem_x509_certificate(before[name]["ca-cert.pem"].encode())
-        with pytest.raises(Exception):  # noqa: B017 - any verification failure will do
-            leaf.verify_directly_issued_by(old)
+        assert handed_out[1] == intermediate != old, f"{name}: istiod hands out {handed_out[1].not_valid_after_utc}"
+        assert handed_out[-1] == root, f"{name}: not the unchanged root"
         identities = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert identities.get_values_for_type(x509.UniformResourceIdentifier) == [
             f"spiffe://{DEFAULT_TRUST_DOMAIN}/ns/{DEMO_NAMESPACE}/sa/default"]
@@ -214,8 +220,8 @@ def _cacerts(mesh: Mesh, cluster: str) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
 
 
-# `istioctl analyze` messages that are artifacts of this local setup, each with its reason in the
-# README's e2e section ("What istioctl analyze reports here"): (code, origin) per cluster.
+# What `istioctl analyze` reports here, each with its reason in the README's e2e section ("What
+# `istioctl analyze` reports"): (code, origin pattern). Each cluster reports its peers' too.
 ANALYZE_ALLOWED = {
     # Each local API server listens on its own loopback port, so the `kubernetes` Service's
     # port differs between clusters (on SKS it is 443 everywhere).
@@ -223,6 +229,12 @@ ANALYZE_ALLOWED = {
     # The east-west gateways' nodePorts are assigned by each API server and differ between
     # clusters; SKS assigns them the same way, so this one would be reported there too.
     ("IST0170", "Service istio-system/istio-eastwestgateway"),
+    # Info: `default` is the cluster's, not the stack's, and is not labelled for injection
+    # (the same on SKS).
+    ("IST0102", "Namespace default"),
+    # The e2e re-creates Deployments' pods through istiod's injection, not a Job's: the smoke
+    # test's pod completed (KWOK) before istiod ran. On SKS the API server injects it.
+    ("IST0103", "Pod exodemo/exodemo-smoke-*"),
 }
 
 
@@ -230,11 +242,12 @@ def test_istioctl_analyze_reports_only_the_documented_artifacts_of_the_local_set
     mesh: Mesh, istiods: dict[str, Istiod]
 ):
     """Istio's own analyzer on every cluster, reading its peers through the remote secrets.
-    Breaks when, e.g., the exodemo namespace loses its injection label while its pods carry
-    sidecars, or a pod goes uninjected in an injected namespace (IST0103)."""
+    Breaks when the exodemo namespace loses its injection label (components/demo.py): IST0102
+    for exodemo, whose pods then run without sidecars."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for code, origin in ANALYZE_ALLOWED:
-        assert code in readme and origin.split(" ", 1)[1] in readme, (code, origin)
+        assert f"{code} on `{origin.split(' ', 1)[1]}`" in readme, (code, origin)
+    found = {}
     for name, control_plane in mesh.control_planes.items():
         result = subprocess.run(
             [str(BIN / "istioctl"), "analyze", "--all-namespaces", "--output=json",
@@ -242,5 +255,12 @@ def test_istioctl_analyze_reports_only_the_documented_artifacts_of_the_local_set
             capture_output=True, text=True, check=False, timeout=300)
         assert result.stdout.strip(), (name, result.returncode, result.stderr[-2000:])
         messages = json.loads(result.stdout)
-        reported = {(m["code"], m.get("origin", "")) for m in messages}
-        assert reported == ANALYZE_ALLOWED, (name, [(m["code"], m.get("origin"), m["message"]) for m in messages])
+        OUT.mkdir(exist_ok=True)
+        (OUT / f"istioctl-analyze-{name}.json").write_text(json.dumps(messages, indent=1))
+        found[name] = {_allowed_as(m) or (m["code"], m.get("origin", ""), m["message"]) for m in messages}
+    assert found == dict.fromkeys(mesh.control_planes, ANALYZE_ALLOWED), found
+
+
+def _allowed_as(message: dict[str, Any]) -> tuple[str, str] | None:
+    return next(((code, pattern) for code, pattern in ANALYZE_ALLOWED
+                 if message["code"] == code and fnmatch.fnmatchcase(message.get("origin", ""), pattern)), None)
