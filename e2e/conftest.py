@@ -104,6 +104,18 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def stop_all(stops: list[Any]) -> None:
+    """Call every stop, also after one failed; then raise the first failure."""
+    errors = []
+    for stop in stops:
+        try:
+            stop()
+        except Exception as error:  # noqa: BLE001 - re-raised below, after the others ran
+            errors.append(error)
+    if errors:
+        raise errors[0]
+
+
 def _keep_logs(workdir: Path) -> Path:
     """The logs of a failed run (control planes, Helm, istiod), kept under e2e/.out/."""
     kept = OUT / f"failed-run-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -145,11 +157,9 @@ def mesh(request: pytest.FixtureRequest) -> Iterator[Mesh]:
         failed = request.session.testsfailed > 0
     finally:
         try:
-            for stop in (mesh.extra.get("stop_istiods") if mesh else None, cloud.stop):
-                if stop:
-                    stop()
-            for control_plane in control_planes.values():
-                control_plane.stop()
+            stops = [mesh.extra.get("stop_istiods") if mesh else None, cloud.stop,
+                     *(control_plane.stop for control_plane in control_planes.values())]
+            stop_all([stop for stop in stops if stop])
         finally:
             server.shutdown()
             server.server_close()

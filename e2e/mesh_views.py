@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes.client import AdmissionregistrationV1Api, AppsV1Api, CoreV1Api
 
-from e2e.conftest import Mesh
+from e2e.conftest import Mesh, stop_all
 from e2e.fake_exoscale import admin_api
 from e2e.istiod import ISTIO_NAMESPACE, Istiod, injection_webhooks, reinject_deployment
 from e2e.twin import run_until
@@ -64,7 +64,7 @@ def start_istiods(mesh: Mesh) -> dict[str, Istiod]:
     """An istiod per control plane (those already running are kept), and every workload the
     injector selects injected by it. All are stopped with the session, also when one fails."""
     istiods: dict[str, Istiod] = mesh.extra.setdefault("istiods", {})
-    mesh.extra["stop_istiods"] = lambda: [istiod.stop() for istiod in istiods.values()]
+    mesh.extra["stop_istiods"] = lambda: stop_all([istiod.stop for istiod in istiods.values()])
     for name, control_plane in mesh.control_planes.items():
         if name not in istiods:
             istiods[name] = Istiod(name, control_plane, mesh.workdir / f"istiod-{name}")

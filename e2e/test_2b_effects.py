@@ -4,8 +4,8 @@ east-west gateway, the mesh config istiod runs with, and a renewed intermediate 
 
 Expected values come from the stack file (`mesh.config`: what the user asked for) or from an
 independent observation (an API server, istiod, openssl-grade certificate checks), never from the
-program's outputs. Each check's docstring names a one-line program change that makes it fail
-(each was run and seen to fail; see the README's e2e section).
+program's outputs. Each check's docstring names the one-line program changes it was run with and
+seen to fail.
 """
 
 from __future__ import annotations
@@ -83,9 +83,10 @@ def test_label_selector_matching_follows_kubernetes_semantics():
 def test_the_demo_pods_are_injected_by_istiod_with_the_stacks_cluster_network_mesh_and_dns_capture(
     mesh: Mesh, istiods: dict[str, Istiod]
 ):
-    """Breaks when: the exodemo namespace loses its `istio-injection: enabled` label
-    (components/demo.py), the mesh ID or a cluster's network/name reaches the wrong chart key, or
-    DNS capture is off (`ISTIO_META_DNS_CAPTURE` "false" in components/istio.py)."""
+    """Seen to fail with each of: the exodemo namespace's `istio-injection` label "disabled"
+    (components/demo.py: no istio-proxy), the mesh ID under `global.meshId` instead of
+    `global.meshID` (components/istio.py: ISTIO_META_MESH_ID falls back to cluster.local), and
+    `ISTIO_META_DNS_CAPTURE: "false"` (components/istio.py)."""
     demo = {mesh.config["demoServerCluster"]: "exo-webtest", mesh.config["demoClientCluster"]: "curl"}
     for cluster, app in demo.items():
         core = CoreV1Api(admin_api(mesh.control_planes[cluster]))
@@ -109,8 +110,8 @@ def test_the_demo_pods_are_injected_by_istiod_with_the_stacks_cluster_network_me
 
 def test_a_namespace_without_the_injection_label_gets_no_sidecar(mesh: Mesh, istiods: dict[str, Istiod]):
     """The same pod, admitted in exodemo and in `default`: the webhook selectors choose istiod
-    for the first only. Breaks when the exodemo namespace loses its injection label
-    (components/demo.py): then neither gets a sidecar."""
+    for the first only. Seen to fail with the exodemo namespace's `istio-injection` label
+    "disabled" (components/demo.py): then neither gets a sidecar."""
     server = mesh.config["demoServerCluster"]
     api = admin_api(mesh.control_planes[server])
     template = AppsV1Api(api).read_namespaced_deployment("exo-webtest", DEMO_NAMESPACE).spec.template
@@ -133,8 +134,8 @@ def test_the_eastwest_gateway_is_sent_sni_passthrough_chains_for_exo_webtest_on_
     """istiod's LDS for a proxy that is the server cluster's east-west gateway pod (its live
     labels, the stack's network): on 15443, a TLS inspector and, for exo-webtest's outbound SNI,
     a filter chain that passes the connection through to the cluster of that name without
-    terminating TLS (AUTO_PASSTHROUGH). Breaks when the cross-network Gateway's TLS mode is
-    ISTIO_MUTUAL instead of AUTO_PASSTHROUGH (components/istio.py)."""
+    terminating TLS (AUTO_PASSTHROUGH). Seen to fail with the cross-network Gateway's TLS mode
+    ISTIO_MUTUAL instead of AUTO_PASSTHROUGH (components/istio.py): no 15443 listener at all."""
     server = mesh.config["demoServerCluster"]
     api = admin_api(mesh.control_planes[server])
     selector = AppsV1Api(api).read_namespaced_deployment("istio-eastwestgateway", ISTIO_NAMESPACE).spec.selector
@@ -166,8 +167,9 @@ def _with_port(config: dict[str, Any], port: int) -> dict[str, Any] | None:
 def test_istiod_runs_with_the_stacks_mesh_id_the_default_trust_domain_and_dns_capture(
     mesh: Mesh, istiods: dict[str, Istiod]
 ):
-    """istiod's own mesh config (/debug/mesh). Breaks when the mesh ID misses istiod's values
-    (`global.meshID` in components/istio.py) or DNS capture is off."""
+    """istiod's own mesh config (/debug/mesh). Seen to fail with the mesh ID under
+    `global.meshId` instead of `global.meshID` and with `ISTIO_META_DNS_CAPTURE: "false"`
+    (both components/istio.py)."""
     for name, istiod in istiods.items():
         config = istiod.mesh_config()
         assert config["defaultConfig"].get("meshId") == mesh.config["meshId"], (name, config["defaultConfig"])
@@ -182,8 +184,9 @@ def test_a_renewed_intermediate_reaches_istiod_and_signs_the_next_workload_certi
     """A new intermediate (a new validity, as test_3 does) goes into `cacerts`; the kubelet-style
     swap brings it into istiod's directory; istiod reloads ("Update Istiod cacerts") and the next
     workload certificate it signs for exodemo/default chains to the new intermediate and the
-    unchanged root. Breaks when the cacerts Secret ignores changes to its data
-    (`ignore_changes=["stringData"]` in components/istio.py)."""
+    unchanged root. Seen to fail with `ignore_changes=["stringData"]` on the cacerts Secret
+    (components/istio.py: no new intermediate), and, without the kubelet-style update of istiod's
+    directory (the harness's follow thread not started), on istiod never reloading."""
     before = {name: _cacerts(mesh, name) for name in istiods}
     log_offsets = {name: len(istiod.log()) for name, istiod in istiods.items()}
     validity = 17400 if mesh.config.get("intermediateCaValidityHours") != 17400 else 17300
@@ -242,8 +245,9 @@ def test_istioctl_analyze_reports_only_the_documented_artifacts_of_the_local_set
     mesh: Mesh, istiods: dict[str, Istiod]
 ):
     """Istio's own analyzer on every cluster, reading its peers through the remote secrets.
-    Breaks when the exodemo namespace loses its injection label (components/demo.py): IST0102
-    for exodemo, whose pods then run without sidecars."""
+    Seen to fail with the cross-network Gateway's selector `{"istio": "eastwest"}`
+    (components/istio.py: IST0101, referenced selector not found) and with the exodemo
+    namespace's `istio-injection` label "disabled" (components/demo.py: the set changes)."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for code, origin in ANALYZE_ALLOWED:
         assert f"{code} on `{origin.split(' ', 1)[1]}`" in readme, (code, origin)

@@ -29,8 +29,8 @@ def _weights(mesh: Mesh) -> dict[str, int]:
 def test_the_ingress_gateway_is_sent_routes_split_by_the_stacks_weights(mesh: Mesh):
     """istiod's RDS for a proxy that is the server cluster's ingress gateway pod (its live labels):
     the route to exo-webtest splits across one subset per cluster with the weights asked for.
-    Breaks when the VirtualService's weights are not the configured ones (e.g. `"weight": 50` in
-    components/demo_ingress.py)."""
+    Seen to fail with `"weight": 50` instead of the configured weight in the VirtualService
+    (components/demo_ingress.py)."""
     require_tools(ISTIO_TOOLS)
     weights = _weights(mesh)
     mesh.up({**mesh.config, "demoIngressWeights": weights}, "ingress_seconds")
