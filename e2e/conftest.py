@@ -104,6 +104,14 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+INTERRUPTED: list[bool] = []
+
+
+def pytest_keyboard_interrupt(excinfo: Any) -> None:
+    """Runs before the session's fixtures are torn down: an interrupted run keeps its logs too."""
+    INTERRUPTED.append(True)
+
+
 def stop_all(stops: list[Any]) -> None:
     """Call every stop, also after one failed; then raise the first failure."""
     errors = []
@@ -154,7 +162,7 @@ def mesh(request: pytest.FixtureRequest) -> Iterator[Mesh]:
             mesh.start_control_plane(cluster["name"])
         mesh.first_run = mesh.up(config, "apply_seconds")
         yield mesh
-        failed = request.session.testsfailed > 0
+        failed = request.session.testsfailed > 0 or bool(INTERRUPTED)
     finally:
         try:
             stops = [mesh.extra.get("stop_istiods") if mesh else None, cloud.stop,
