@@ -23,9 +23,9 @@ k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version \
 build() {
   local module=$1 outputs=$2 ldflags=$3; shift 3
   local stamp_file="$bin/.$module.stamp" stamp
-  stamp=$(cat "$tools/$module/go.mod" "$tools/$module/go.sum" "$tools/$module"/*.go \
-            $(find "$tools/$module" -mindepth 2 -name '*.go' | sort) 2>/dev/null \
-          | { cat; echo "$ldflags"; } | sha256sum | cut -c1-16)
+  stamp=$({ cat "$tools/$module/go.mod" "$tools/$module/go.sum"
+             find "$tools/$module" -name '*.go' | sort | xargs cat
+             echo "$ldflags"; } | sha256sum | cut -c1-16)
   local missing=0
   for output in $outputs; do [ -x "$bin/$output" ] || missing=1; done
   if [ "$missing" = 0 ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then

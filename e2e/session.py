@@ -1,0 +1,150 @@
+"""One deployed mesh on local control planes, driven by the real engine: what `make e2e`'s
+session fixture and `make bench-engine` share.
+
+The control planes, the fake Exoscale API with its cloud controller, the chart server and the
+engine's workspace all live for one session and are stopped when it ends, fails or is
+interrupted (SIGTERM ends it like Ctrl-C, and the previous handler is restored).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2e.controlplane import BIN, ControlPlane, kwok_stage_dir
+from e2e.engine import ROOT, Engine, RunReport, engine_path
+from e2e.fake_exoscale import FakeExoscale
+from e2e.timing import CriticalPath, critical_path
+
+CONTROL_PLANE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm")
+ENGINE_TOOLS = ("pulumi", "pulumi-resource-kubernetes")
+
+
+class MissingToolsError(RuntimeError):
+    pass
+
+
+def require_tools(tools: tuple[str, ...]) -> None:
+    missing = [tool for tool in tools if not (BIN / tool).exists()]
+    if missing:
+        raise MissingToolsError(f"e2e tools missing from e2e/.bin: {', '.join(missing)}; run `make e2e`, "
+                                "which builds them")
+
+
+@dataclass
+class Phases:
+    """Wall time per phase, printed at the end and written for `make bench`."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    runs: dict[str, RunReport] = field(default_factory=dict)
+    critical_paths: dict[str, CriticalPath] = field(default_factory=dict)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+
+@dataclass
+class Mesh:
+    """The deployed stack: its config, control planes, fake cloud, engine and the last run."""
+
+    config: dict[str, Any]
+    control_planes: dict[str, ControlPlane]
+    cloud: FakeExoscale
+    engine: Engine
+    workdir: Path
+    first_preview: RunReport
+    first_run: RunReport
+    chart_repository: str
+    stage_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+    phases: Phases = field(default_factory=Phases)
+
+    def start_control_plane(self, name: str) -> ControlPlane:
+        started = time.monotonic()
+        control_plane = ControlPlane(name, self.workdir / name, self.stage_dir)
+        self.control_planes[name] = control_plane
+        control_plane.start()
+        self.phases.add("control_planes_seconds", time.monotonic() - started)
+        return control_plane
+
+    def preview(self, config: dict[str, Any], scenario: str) -> RunReport:
+        report = self.engine.preview(config, scenario)
+        self.phases.add(f"preview_{scenario.replace('-', '_')}_seconds", report.seconds)
+        return report
+
+    def up(self, config: dict[str, Any], phase: str) -> RunReport:
+        report = self.engine.up(config)
+        self.config = config
+        self.phases.add(phase, report.seconds)
+        if phase not in self.phases.runs:
+            self.phases.runs[phase] = report
+            self.phases.critical_paths[phase] = critical_path(report, self.engine.resources())
+        return report
+
+
+class _QuietChartHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Helm's downloads are not worth a line each in the test output."""
+
+
+def _serve_charts(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(_QuietChartHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def mesh_session(config: dict[str, Any], charts: Path, phases: Phases) -> Iterator[Mesh]:
+    """Control planes for every cluster of `config`, then its first `pulumi preview` and `up`."""
+    require_tools(CONTROL_PLANE_TOOLS + ENGINE_TOOLS)
+    server, repository = _serve_charts(charts)
+    config = {**config, "istioChartRepository": repository}
+    workdir = Path(tempfile.mkdtemp(prefix="sks-istio-mesh-e2e-"))
+    control_planes: dict[str, ControlPlane] = {}
+    cloud = FakeExoscale(control_planes)
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+    mesh = None
+    try:
+        cloud_url = cloud.serve()
+        engine = Engine(workdir, {
+            "PATH": engine_path([]),
+            "SKS_E2E_PYTHON": sys.executable,
+            "PYTHONPATH": str(ROOT),
+            "EXOSCALE_API_ENDPOINT": cloud_url,
+            # The stand-in checks that credentials are configured, as the real provider does.
+            "EXOSCALE_API_KEY": "EXOe2e00000000000000000000",
+            "EXOSCALE_API_SECRET": "e2e-secret",
+        })
+        mesh = Mesh(config, control_planes, cloud, engine, workdir, RunReport("preview"), RunReport("up"),
+                    repository, kwok_stage_dir(), phases=phases)
+        for cluster in config["clusters"]:
+            mesh.start_control_plane(cluster["name"])
+        mesh.first_preview = mesh.preview(config, "first-deploy")
+        mesh.first_run = mesh.up(config, "apply_seconds")
+        yield mesh
+    finally:
+        for stop in (mesh.extra.get("stop_istiods") if mesh else None, cloud.close):
+            if stop:
+                stop()
+        for control_plane in control_planes.values():
+            control_plane.stop()
+        server.shutdown()
+        server.server_close()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        shutil.rmtree(workdir, ignore_errors=True)
