@@ -5,7 +5,7 @@ PYTHON ?= python3
 ACTIONLINT_VERSION ?= v1.7.12
 BIN := $(VENV)/bin
 
-.PHONY: deploy preview refresh destroy test e2e lint kubeconfig bench schema charts
+.PHONY: deploy preview refresh destroy test e2e lint kubeconfig bench bench-engine schema charts
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,7 @@ $(VENV)/.e2e-deps: requirements.txt requirements-dev.txt e2e/requirements.txt | 
 
 # The real program against real Kubernetes control planes on loopback (README: End-to-end tests).
 # Builds its tools from the Go modules in e2e/tools on the first run and reuses them after that.
-e2e: $(VENV)/.e2e-deps
+e2e: $(VENV)/.e2e-deps charts
 	e2e/tools/build.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider e2e
 
@@ -65,6 +65,13 @@ kubeconfig: $(VENV)/.runtime-deps
 # Writes the untracked bench/.out/RESULTS.md; UPDATE=1 rewrites the committed bench/RESULTS.md.
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.run $(if $(UPDATE),--update)
+
+# The real engine's preview and up at N clusters (default 8) on local control planes, with the
+# critical path from its own events; writes e2e/.out/engine-scale-<N>.json for `make bench`.
+N ?= 8
+bench-engine: $(VENV)/.e2e-deps charts
+	e2e/tools/build.sh
+	$(BIN)/python -m bench.engine_scale --clusters $(N)
 
 # After changing components/config.py: regenerates schema/stack-config.schema.json and prints the
 # README's config table.

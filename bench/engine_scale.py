@@ -26,9 +26,8 @@ if str(ROOT) not in sys.path:
 from components.config import EXOSCALE_ZONES  # noqa: E402
 from e2e.engine import OUT  # noqa: E402
 from e2e.session import Phases, mesh_session  # noqa: E402
+from testing.charts import ensure_charts  # noqa: E402
 from testing.program import stack_config  # noqa: E402
-
-SHARED_CHARTS = ROOT.parent / "shared" / "istio-charts"
 
 
 def scaled_config(clusters: int) -> dict[str, Any]:
@@ -69,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.engine_scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clusters", type=int, default=8)
     args = parser.parse_args(argv)
-    charts = SHARED_CHARTS / stack_config("dev")["istioVersion"] / "repo"
+    charts = ensure_charts(stack_config("dev")["istioVersion"])
     result = measure(args.clusters, charts)
     OUT.mkdir(exist_ok=True)
     path = OUT / f"engine-scale-{args.clusters}.json"

@@ -23,9 +23,9 @@ from e2e.controlplane import BIN, KUBERNETES_VERSION  # noqa: E402
 from e2e.engine import engine_versions  # noqa: E402
 from e2e.istiod import istio_module_version  # noqa: E402
 from e2e.session import Mesh, MissingToolsError, Phases, mesh_session  # noqa: E402
+from testing.charts import ChartError, ensure_charts  # noqa: E402
 from testing.program import stack_config  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
 OUT = Path(__file__).resolve().parent / ".out"
 ISTIO_TOOLS = ("pilot-discovery", "xds-probe")
 
@@ -42,9 +42,10 @@ PHASES = Phases()
 @pytest.fixture(scope="session")
 def mesh() -> Iterator[Mesh]:
     config = stack_config("dev")
-    charts = SHARED / "istio-charts" / config["istioVersion"] / "repo"
-    if not charts.is_dir():
-        pytest.fail(f"{charts} is missing: make e2e installs the pinned charts from ../shared")
+    try:
+        charts = ensure_charts(config["istioVersion"])
+    except ChartError as error:
+        pytest.fail(str(error), pytrace=False)
     try:
         with mesh_session(config, charts, PHASES) as deployed:
             yield deployed

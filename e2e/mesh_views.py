@@ -10,7 +10,7 @@ from kubernetes.client import CoreV1Api
 from e2e.conftest import Mesh
 from e2e.fake_exoscale import admin_api
 from e2e.istiod import ISTIO_NAMESPACE, Istiod
-from e2e.twin import run_until
+from e2e.kube import run_until
 
 NETWORK_LABEL = "topology.istio.io/network"
 WEBTEST_HOST = "exo-webtest.exodemo.svc.cluster.local"
