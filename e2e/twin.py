@@ -38,7 +38,7 @@ from e2e.controlplane import BIN, ControlPlane
 from e2e.fake_exoscale import FakeExoscale
 from testing import engine
 from testing.mocks import MeshMocks, unwrap
-from testing.program import run_main
+from testing.program import STACK_REFERENCE, run_main, stack_reference_outputs
 
 PROVIDER_TYPE = "pulumi:providers:kubernetes"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -267,6 +267,8 @@ class Twin:
         self.clusters: dict[str, KubernetesCluster] = {}  # provider URN -> cluster
         self.helm = Helm(workdir)
         self.tls = MeshMocks()
+        # The last successful up's exports: what the program's StackReference to its own stack reads.
+        self.outputs: dict[str, Any] = {}
         self._lock = threading.Lock()
         # Engine order: URNs as they finished, and how many had finished when each one started.
         self.completion_order: list[str] = []
@@ -280,6 +282,8 @@ class Twin:
         contextvars.Context().run(self._run_program, monitor, dict(config))
         if monitor.errors:
             raise ProgramFailedError("the program failed:\n" + "\n".join(monitor.errors))
+        # A failed up leaves the last deployment's outputs, as the engine does.
+        self.outputs = monitor.exported
         # Resources the program no longer declares are deleted, dependents first.
         stale = [urn for urn in self.state if urn not in monitor.registered]
         for entry in self._reverse_dependency_order(stale):
@@ -294,6 +298,7 @@ class Twin:
         try:
             outputs = run_main(monitor, config, self.stack)
             monitor.report.outputs = {key: unwrap(output.value) for key, output in outputs.items()}
+            monitor.exported = dict(outputs)
         except Exception as error:  # noqa: BLE001 - reported with the registration errors
             monitor.errors.append(f"{type(error).__name__}: {error}")
 
@@ -457,6 +462,9 @@ class _TwinMocks(pulumi.runtime.Mocks):
         raise ProgramFailedError(f"the program calls {args.token}, which the twin does not serve")
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == STACK_REFERENCE:  # a read, not a registration: the stack's last deployment
+            return args.resource_id, {"name": args.resource_id,
+                                      **stack_reference_outputs(self.monitor.twin.outputs)}
         return self.monitor.new_resource(args)
 
 
@@ -470,6 +478,7 @@ class _TwinMonitor(pulumi_mocks.MockMonitor):
         self.registered: set[str] = set()
         self.replaced_later: list[StateEntry] = []
         self.errors: list[str] = []
+        self.exported: dict[str, Any] = {}
         self._request = threading.local()
 
     def RegisterResource(self, request: Any) -> Any:
