@@ -101,8 +101,9 @@ def core_api(control_plane: ControlPlane) -> CoreV1Api:
 class FakeExoscale:
     """The Exoscale resources of the program, keyed by Pulumi type token."""
 
-    def __init__(self, control_planes: dict[str, ControlPlane]) -> None:
+    def __init__(self, control_planes: dict[str, ControlPlane], ccm: bool = True) -> None:
         self.control_planes = control_planes  # config cluster name -> control plane
+        self.ccm = ccm  # False: no fake CCM (offline tests have no Kubernetes API to watch)
         self.cluster_names: dict[str, str] = {}  # SKS cluster id -> config cluster name
         self.nodepools: dict[str, Nodepool] = {}
         self.nlbs: dict[str, Nlb] = {}
@@ -296,7 +297,7 @@ class FakeExoscale:
 
     # The fake CCM ------------------------------------------------------------------------
     def _start_ccm(self, cluster: str) -> None:
-        if cluster not in self._ccm_threads:
+        if self.ccm and cluster not in self._ccm_threads:
             thread = threading.Thread(target=self._ccm_loop, args=(cluster,), daemon=True, name=f"ccm-{cluster}")
             self._ccm_threads[cluster] = thread
             thread.start()

@@ -443,3 +443,58 @@ def test_kubeconfig_certificates_reads_every_certificate_of_a_kubeconfig():
                 document["users"][0]["user"]["client-certificate-data"]]
     assert [c.public_bytes(serialization.Encoding.PEM) for c in certificates] == [base64.b64decode(b) for b in expected]
     assert isinstance(certificates[1].public_key(), ec.EllipticCurvePublicKey)
+
+
+class OneCertificateAuthority:
+    """What the fake cloud needs of a control plane for a cluster and its kubeconfigs: an API
+    endpoint and the cluster's CA (no Kubernetes API is called for these two)."""
+
+    endpoint = "https://127.0.0.1:6443"
+
+    def __init__(self) -> None:
+        self.ca = CertificateAuthority.create("kubernetes")
+
+
+def test_a_cluster_and_its_kubeconfig_from_the_fake_cloud_follow_the_real_provider():
+    control_plane = OneCertificateAuthority()
+    fake = FakeExoscale({"a": control_plane}, ccm=False)  # type: ignore[dict-item]
+    provider = exoscale.provider(exoscale.CloudClient(fake.serve()))
+    try:
+        cluster_inputs = {"name": "mesh-a", "zone": "ch-gva-2", "cni": "calico", "description": "one"}
+        cluster_id, cluster = create(provider, CLUSTER, cluster_inputs)
+        assert cluster["endpoint"].value == control_plane.endpoint
+        assert cluster["controlPlaneCa"].value == control_plane.ca.cert_pem
+
+        before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        kubeconfig_id, config = create(provider, KUBECONFIG, {
+            "clusterId": cluster_id, "zone": "ch-gva-2", "user": "kubernetes-admin",
+            "groups": ["system:masters"], "ttlSeconds": 3600})
+        assert config["kubeconfig"].is_secret
+        ca_cert, client_cert = exoscale.kubeconfig_certificates(str(config["kubeconfig"].value))
+        client_cert.verify_directly_issued_by(control_plane.ca.cert)
+        assert client_cert.subject.rfc4514_string() == "CN=kubernetes-admin,O=system:masters"
+        assert before + datetime.timedelta(hours=1) <= client_cert.not_valid_after_utc
+        assert client_cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+        # kubeconfigToID: the certificates' serial numbers.
+        assert kubeconfig_id == f"{ca_cert.serial_number}:{client_cert.serial_number}"
+        # An early renewal of 3600 s on a one-hour certificate: due now, so a new kubeconfig.
+        state = config
+        news = checked(KUBECONFIG, {**plain(state), "earlyRenewalSeconds": 3600, "kubeconfig": None,
+                                    "readyForRenewal": None})
+        response = asyncio.run(provider.diff(DiffRequest(urn(KUBECONFIG), kubeconfig_id, state, news, [])))
+        assert "readyForRenewal" in response.replaces
+
+        # cni "may only be set at creation time": the update leaves it, the description changes.
+        news = checked(CLUSTER, {**cluster_inputs, "cni": "cilium", "description": "two"})
+        updated = asyncio.run(provider.update(UpdateRequest(urn(CLUSTER), cluster_id, cluster, news, 60, [], False)))
+        assert plain(updated.properties)["cni"] == "calico"
+        assert plain(updated.properties)["description"] == "two"
+
+        fake.nodepools["np-1"] = Nodepool("np-1", cluster_id, "pool-1", [])
+        with pytest.raises(exoscale.CloudError, match=r"409 SKS cluster .* still has nodepools"):
+            asyncio.run(provider.delete(DeleteRequest(urn(CLUSTER), cluster_id, updated.properties, 60)))
+        del fake.nodepools["np-1"]
+        asyncio.run(provider.delete(DeleteRequest(urn(CLUSTER), cluster_id, updated.properties, 60)))
+        assert fake.states.keys() == {kubeconfig_id}
+    finally:
+        fake.close()
