@@ -14,7 +14,8 @@ import asyncio
 import base64
 import datetime
 import subprocess
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -37,6 +38,7 @@ from e2e.fake_exoscale import FakeExoscale, Nlb, Nodepool
 from e2e.providers import exoscale, tls
 from e2e.providers.base import UNKNOWN, StandInProvider, to_properties
 
+T = TypeVar("T")
 NOW = datetime.datetime.now(datetime.UTC)
 FAR = (NOW + datetime.timedelta(days=300)).isoformat().replace("+00:00", "Z")
 PEM_A = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n"
@@ -45,6 +47,16 @@ CERT_A = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
 CERT_B = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
 CSR_A = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
 CSR_B = "-----BEGIN CERTIFICATE REQUEST-----\nBBBB\n-----END CERTIFICATE REQUEST-----\n"
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Awaits a provider call on a loop of its own: asyncio.run would also unset the thread's
+    event loop, which the mocks-based tests of the program still use."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
 
 
 def urn(token: str, name: str = "r") -> str:
@@ -198,7 +210,7 @@ def provider_for(token: str) -> StandInProvider:
 
 
 def checked(token: str, inputs: dict[str, Any]) -> dict[str, PropertyValue]:
-    response = asyncio.run(provider_for(token).check(CheckRequest(urn(token), {}, props(inputs), b"")))
+    response = run(provider_for(token).check(CheckRequest(urn(token), {}, props(inputs), b"")))
     assert not response.failures, [(f.property, f.reason) for f in response.failures]
     assert response.inputs is not None
     return response.inputs
@@ -206,7 +218,7 @@ def checked(token: str, inputs: dict[str, Any]) -> dict[str, PropertyValue]:
 
 def diff(token: str, olds: dict[str, Any], news: dict[str, Any], ignore: list[str] | None = None):
     # The engine diffs the new inputs as Check returned them (defaults filled in).
-    return asyncio.run(provider_for(token).diff(
+    return run(provider_for(token).diff(
         DiffRequest(urn(token), "id-1", props(olds), checked(token, news), ignore or [])))
 
 
@@ -278,7 +290,7 @@ def test_check_fills_the_terraform_defaults_and_rejects_what_the_schema_rejects(
     assert filled == {"algorithm": "ECDSA", "rsaBits": 2048, "ecdsaCurve": "P224"}
     filled = plain(checked(RULE, {"securityGroupId": "sg-1", "type": "INGRESS"}))
     assert filled["protocol"] == "TCP"  # resource_exoscale_security_group_rule.go Default "TCP"
-    response = asyncio.run(tls.provider().check(CheckRequest(
+    response = run(tls.provider().check(CheckRequest(
         urn(KEY), {}, props({"algorithm": "DSA", "bogus": 1}), b"")))
     assert {f.property for f in response.failures or []} == {"algorithm", "bogus"}
 
@@ -288,7 +300,7 @@ def create(provider: StandInProvider, token: str, inputs: dict[str, Any],
            secrets: frozenset[str] = frozenset()) -> tuple[str, dict[str, PropertyValue]]:
     properties = checked(token, inputs)
     properties = {k: v.with_secret(k in secrets or v.is_secret) for k, v in properties.items()}
-    response = asyncio.run(provider.create(CreateRequest(urn(token), properties, 60, False)))
+    response = run(provider.create(CreateRequest(urn(token), properties, 60, False)))
     assert response.resource_id
     return response.resource_id, response.properties
 
@@ -360,7 +372,7 @@ def test_a_certificate_inside_its_early_renewal_window_is_replaced_and_read_says
     state = {**STATES[LOCAL], "validityEndTime": ends, "earlyRenewalHours": 3}
     response = diff(LOCAL, state, {**inputs_of(LOCAL), "earlyRenewalHours": 3})
     assert response.replaces == ["readyForRenewal"]
-    read = asyncio.run(tls.provider().read(ReadRequest(urn(LOCAL), "1", props(state), props(inputs_of(LOCAL)))))
+    read = run(tls.provider().read(ReadRequest(urn(LOCAL), "1", props(state), props(inputs_of(LOCAL)))))
     assert read.properties["readyForRenewal"].value is True
     # One hour of early renewal: not yet.
     state = {**state, "earlyRenewalHours": 1}
@@ -384,7 +396,7 @@ def test_a_kubeconfig_outside_its_window_is_left_alone_and_read_does_not_renew_i
     # resourceSKSKubeconfigRead does nothing, even past the window: renewal comes from the diff.
     expired = {**state, "kubeconfig": a_kubeconfig(datetime.timedelta(seconds=1)), "earlyRenewalSeconds": 3600}
     provider = exoscale.provider(exoscale.CloudClient("http://127.0.0.1:9"))
-    read = asyncio.run(provider.read(ReadRequest(urn(KUBECONFIG), "1", props(expired), props(inputs_of(KUBECONFIG)))))
+    read = run(provider.read(ReadRequest(urn(KUBECONFIG), "1", props(expired), props(inputs_of(KUBECONFIG)))))
     assert read.properties["readyForRenewal"].value is False
 
 
@@ -406,13 +418,13 @@ def test_the_plugin_drives_the_fake_cloud_over_its_loopback_api(cloud):
     nlb_id, nlb = create(provider, NLB, {"zone": "ch-gva-2", "name": "mesh-a-eastwest", "description": "one"})
     assert str(nlb["ipAddress"].value).startswith("192.0.2.")
     assert fake.nlbs[nlb_id].ip == nlb["ipAddress"].value
-    updated = asyncio.run(provider.update(UpdateRequest(
+    updated = run(provider.update(UpdateRequest(
         urn(NLB), nlb_id, nlb, checked(NLB, {"zone": "ch-gva-2", "name": "renamed", "description": "two"}),
         60, [], False)))
     assert plain(updated.properties)["description"] == "two" and fake.nlbs[nlb_id].name == "renamed"
-    asyncio.run(provider.delete(DeleteRequest(urn(NLB), nlb_id, updated.properties, 60)))
+    run(provider.delete(DeleteRequest(urn(NLB), nlb_id, updated.properties, 60)))
     assert nlb_id in fake.deleted_nlbs and nlb_id not in fake.nlbs
-    gone = asyncio.run(provider.read(ReadRequest(urn(NLB), nlb_id, updated.properties, {})))
+    gone = run(provider.read(ReadRequest(urn(NLB), nlb_id, updated.properties, {})))
     assert gone.resource_id == ""
     assert [(e.action, e.kind) for e in fake.events] == [
         ("create", "SecurityGroup"), ("create", "SecurityGroupRule"), ("create", "Nlb"), ("update", "Nlb"),
@@ -425,7 +437,7 @@ def test_the_fake_cloud_refuses_to_delete_a_nodepool_an_nlb_still_targets(cloud)
     fake.states["np-1"] = ("SksNodepool", {"clusterId": "c-1"})
     fake.nlbs["nlb-1"] = Nlb("nlb-1", "mesh-a-eastwest", "192.0.2.10", services={"uid-1": "pool-1"})
     with pytest.raises(exoscale.CloudError, match="409 instance pool pool-1 is still the target"):
-        asyncio.run(provider.delete(DeleteRequest(urn(POOL), "np-1", {}, 60)))
+        run(provider.delete(DeleteRequest(urn(POOL), "np-1", {}, 60)))
     assert "np-1" in fake.nodepools
 
 
@@ -481,20 +493,20 @@ def test_a_cluster_and_its_kubeconfig_from_the_fake_cloud_follow_the_real_provid
         state = config
         news = checked(KUBECONFIG, {**plain(state), "earlyRenewalSeconds": 3600, "kubeconfig": None,
                                     "readyForRenewal": None})
-        response = asyncio.run(provider.diff(DiffRequest(urn(KUBECONFIG), kubeconfig_id, state, news, [])))
+        response = run(provider.diff(DiffRequest(urn(KUBECONFIG), kubeconfig_id, state, news, [])))
         assert "readyForRenewal" in response.replaces
 
         # cni "may only be set at creation time": the update leaves it, the description changes.
         news = checked(CLUSTER, {**cluster_inputs, "cni": "cilium", "description": "two"})
-        updated = asyncio.run(provider.update(UpdateRequest(urn(CLUSTER), cluster_id, cluster, news, 60, [], False)))
+        updated = run(provider.update(UpdateRequest(urn(CLUSTER), cluster_id, cluster, news, 60, [], False)))
         assert plain(updated.properties)["cni"] == "calico"
         assert plain(updated.properties)["description"] == "two"
 
         fake.nodepools["np-1"] = Nodepool("np-1", cluster_id, "pool-1", [])
         with pytest.raises(exoscale.CloudError, match=r"409 SKS cluster .* still has nodepools"):
-            asyncio.run(provider.delete(DeleteRequest(urn(CLUSTER), cluster_id, updated.properties, 60)))
+            run(provider.delete(DeleteRequest(urn(CLUSTER), cluster_id, updated.properties, 60)))
         del fake.nodepools["np-1"]
-        asyncio.run(provider.delete(DeleteRequest(urn(CLUSTER), cluster_id, updated.properties, 60)))
+        run(provider.delete(DeleteRequest(urn(CLUSTER), cluster_id, updated.properties, 60)))
         assert fake.states.keys() == {kubeconfig_id}
     finally:
         fake.close()
