@@ -227,7 +227,8 @@ def create_certificate(
     if extended:
         builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
     if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        # Go marks the SAN extension critical when the subject is empty (RFC 5280 4.2.1.6).
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=not subject.rdns)
     subject_key_id = None
     if is_ca or inputs.get("setSubjectKeyId"):
         if is_ca and not subject.rdns:
