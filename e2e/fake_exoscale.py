@@ -122,6 +122,8 @@ class FakeExoscale:
         }
         self._deleters: dict[str, Callable[[str], None]] = {
             "SksCluster": self._delete_cluster, "SksNodepool": self._delete_nodepool, "Nlb": self._delete_nlb,
+            "SecurityGroup": self._delete_group("securityGroupIds"),
+            "AntiAffinityGroup": self._delete_group("antiAffinityGroupIds"),
         }
         self._updaters: dict[str, Callable[[str, dict[str, Any]], None]] = {
             "SksNodepool": self._update_nodepool, "Nlb": self._update_nlb,
@@ -214,6 +216,16 @@ class FakeExoscale:
         if any(pool.cluster_id == resource_id for pool in self.nodepools.values()):
             raise CloudRefusedError(f"SKS cluster {resource_id} still has nodepools")
         self.cluster_names.pop(resource_id, None)
+
+    def _delete_group(self, pool_key: str) -> Callable[[str], None]:
+        """A security or anti-affinity group cannot go while a nodepool's instances are in it."""
+        def delete(resource_id: str) -> None:
+            with self._lock:
+                users = [state.get("name") for kind, state in self.states.values()
+                         if kind == "SksNodepool" and resource_id in (state.get(pool_key) or [])]
+            if users:
+                raise CloudRefusedError(f"group {resource_id} is still in use by nodepool {', '.join(users)}")
+        return delete
 
     def _control_plane(self, cluster_id: str) -> ControlPlane:
         return self.control_planes[self.cluster_names[cluster_id]]

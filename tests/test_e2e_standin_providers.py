@@ -510,3 +510,14 @@ def test_a_cluster_and_its_kubeconfig_from_the_fake_cloud_follow_the_real_provid
         assert fake.states.keys() == {kubeconfig_id}
     finally:
         fake.close()
+
+
+def test_the_fake_cloud_refuses_to_delete_a_group_a_nodepool_still_uses(cloud):
+    fake, provider = cloud
+    group_id, group = create(provider, SG, {"name": "mesh-a-nodes"})
+    fake.states["np-1"] = ("SksNodepool", {"name": "mesh-a-default", "securityGroupIds": [group_id]})
+    with pytest.raises(exoscale.CloudError, match=r"409 group .* is still in use by nodepool mesh-a-default"):
+        run(provider.delete(DeleteRequest(urn(SG), group_id, group, 60)))
+    del fake.states["np-1"]
+    run(provider.delete(DeleteRequest(urn(SG), group_id, group, 60)))
+    assert group_id not in fake.states
