@@ -218,7 +218,9 @@ class FakeExoscale:
         self.cluster_names.pop(resource_id, None)
 
     def _delete_group(self, pool_key: str) -> Callable[[str], None]:
-        """A security or anti-affinity group cannot go while a nodepool's instances are in it."""
+        """A security or anti-affinity group cannot go while a nodepool's instances are in it.
+        Assumed, not in ../shared/reference: stricter than a fake that deletes anything, and
+        the program's dependency edges delete the nodepool first anyway."""
         def delete(resource_id: str) -> None:
             with self._lock:
                 users = [state.get("name") for kind, state in self.states.values()
