@@ -179,10 +179,19 @@ class Engine:
             opts=auto.LocalWorkspaceOptions(
                 work_dir=str(self.project_dir), pulumi_home=str(workdir / "pulumi-home"), env_vars=self.env,
                 secrets_provider="passphrase",
-                pulumi_command=auto.PulumiCommand(skip_version_check=True),
+                pulumi_command=auto.PulumiCommand(root=str(self._cli_root()), skip_version_check=True),
             ),
         )
         self.config: dict[str, Any] = {}
+
+    def _cli_root(self) -> Path:
+        """The Automation API runs `<root>/bin/pulumi`: the CLI built in e2e/.bin, not one on PATH."""
+        root = self.workdir / "pulumi-cli"
+        (root / "bin").mkdir(parents=True, exist_ok=True)
+        link = root / "bin" / "pulumi"
+        if not link.exists():
+            link.symlink_to(BIN / "pulumi")
+        return root
 
     # Config ------------------------------------------------------------------------------
     def set_config(self, config: Mapping[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,12 @@ def provider_clusters(mesh: Mesh, resources: list[dict[str, Any]]) -> dict[str, 
     found = {}
     for resource in resources:
         if resource["type"] == KUBERNETES_PROVIDER and resource.get("inputs", {}).get("kubeconfig"):
-            server = yaml.safe_load(resource["inputs"]["kubeconfig"])["clusters"][0]["cluster"]["server"]
+            kubeconfig = resource["inputs"]["kubeconfig"]
+            if isinstance(kubeconfig, dict) and "plaintext" in kubeconfig:
+                # A secret, as `pulumi stack export --show-secrets` prints it: its value JSON-encoded.
+                kubeconfig = json.loads(kubeconfig["plaintext"])
+            parsed = yaml.safe_load(kubeconfig)
+            server = parsed["clusters"][0]["cluster"]["server"]
             found[f"{resource['urn']}::{resource['id']}"] = by_endpoint[server]
     return found
 

@@ -48,9 +48,13 @@ def test_renewing_the_admin_kubeconfigs_updates_the_providers_and_replaces_no_ku
     assert not [urn for urn in preview.replaced + preview.updated if urn in _kubernetes_urns(preview)
                 and preview.steps[urn].type != KUBERNETES_PROVIDER], preview.ops
 
+    original = dict(mesh.config)
     report = mesh.up(config, "kubeconfig_renewal_seconds")
     assert sorted(report.replaced) == sorted(preview.replaced) and sorted(report.updated) == sorted(preview.updated)
     assert versions(mesh) == before, "a Kubernetes object changed with the renewal"
+    # Back to the stack's window (an in-place update of each kubeconfig), or every later `up` would renew again.
+    restored = mesh.up(original, "kubeconfig_renewal_seconds")
+    assert not restored.replaced and set(restored.updated) == set(kubeconfigs), restored.ops
 
 
 def test_renewing_an_intermediate_ca_updates_cacerts_in_place(mesh: Mesh):

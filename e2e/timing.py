@@ -37,8 +37,11 @@ def blocking_edges(resources: Iterable[Mapping[str, Any]]) -> dict[str, set[str]
 
 
 def critical_path(report: RunReport, resources: Iterable[Mapping[str, Any]]) -> CriticalPath:
+    """Over the custom resources (providers included): components and the stack only wrap them."""
+    resources = list(resources)
     edges = blocking_edges(resources)
-    done = {urn: step for urn, step in report.steps.items() if step.ended is not None}
+    custom = {r["urn"] for r in resources if r.get("custom")}
+    done = {urn: step for urn, step in report.steps.items() if step.ended is not None and urn in custom}
     if not done:
         return CriticalPath(0.0, 0.0, [])
     step = max(done.values(), key=lambda s: s.ended or 0.0)

@@ -521,3 +521,11 @@ def test_the_fake_cloud_refuses_to_delete_a_group_a_nodepool_still_uses(cloud):
     del fake.states["np-1"]
     run(provider.delete(DeleteRequest(urn(SG), group_id, group, 60)))
     assert group_id not in fake.states
+
+
+def test_a_resource_under_components_is_served_by_its_own_type_token():
+    """The program's resources sit under components, so their URN types are qualified by their
+    parents' (`Mesh$MeshCluster$exoscale:...`); the plugin must serve them by their own token."""
+    nested = f"urn:pulumi:dev::mesh::sks-istio-mesh:index:Mesh$sks-istio-mesh:index:MeshCluster${SG}::cluster1-nodes"
+    response = run(provider_for(SG).check(CheckRequest(nested, {}, props(STATES[SG]), b"")))
+    assert not response.failures and plain(response.inputs)["name"] == STATES[SG]["name"]

@@ -186,7 +186,10 @@ class StandInProvider(Provider):
     def __init__(self, handlers: list[Handler]) -> None:
         self.handlers = {handler.schema.token: handler for handler in handlers}
 
-    def handler(self, type_token: str) -> Handler:
+    def handler(self, qualified_type: str) -> Handler:
+        # A URN's type is qualified by its parents' types (`parent$child`); the SDK's request.type
+        # returns that whole qualified type, and the resource's own token is its last part.
+        type_token = qualified_type.rsplit("$", 1)[-1]
         try:
             return self.handlers[type_token]
         except KeyError:
