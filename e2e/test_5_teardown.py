@@ -46,7 +46,8 @@ def test_destroy_leaves_no_object_and_deletes_nlbs_before_nodepools_before_clust
     # edge shows up as a refused or out-of-order delete below.
     report = mesh.engine.destroy()
     PHASES.add("teardown_seconds", report.seconds)
-    assert set(report.summary) == {"delete"}, report.summary
+    # `discard`: the StackReference to the stack's own last deployment is only read, never deleted.
+    assert set(report.summary) <= {"delete", "discard"} and report.summary.get("delete"), report.summary
     assert mesh.engine.resources() == [], "the engine's state still holds resources"
 
     admin = admin_views(mesh)
