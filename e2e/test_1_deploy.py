@@ -109,6 +109,9 @@ def _live_secrets(mesh: Mesh) -> list[str]:
 
 
 def test_the_stack_state_holds_no_private_key_token_or_kubeconfig_in_plaintext(mesh: Mesh):
+    """The backend's files (checkpoint, backups, history) and `pulumi stack export` as a CI log
+    would show it. Seen failing: exporting `pulumi.Output.unsecret(mesh.kubeconfig)` in
+    __main__.py puts the admin kubeconfig in plaintext."""
     secrets = _live_secrets(mesh)
     assert len(secrets) >= 3 * len(mesh.control_planes), "fewer secrets than CA keys, tokens and remote secrets"
     exported = mesh.engine.export_without_secrets()

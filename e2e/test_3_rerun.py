@@ -34,7 +34,10 @@ def _kubernetes_urns(report: RunReport) -> list[str]:
 
 def test_renewing_the_admin_kubeconfigs_updates_the_providers_and_replaces_no_kubernetes_object(mesh: Mesh):
     """A kubeconfig whose renewal window has begun is replaced by the Exoscale provider; with
-    cluster_identifier set, the Kubernetes providers are updated and keep every object they own."""
+    cluster_identifier set, the Kubernetes providers are updated and keep every object they own.
+
+    Seen failing: without `cluster_identifier=cluster.id` on the Kubernetes provider
+    (components/cluster.py) the preview replaces every object of both clusters."""
     before = versions(mesh)
     # The renewal window opens a minute after issue: the stand-in, like the real provider, renews a
     # kubeconfig once `now >= expiry - early renewal`.
@@ -145,7 +148,10 @@ def _smoke_test_jobs(mesh: Mesh) -> list[str]:
 
 def test_a_cni_change_previews_as_that_cluster_replaced_delete_first_with_every_object_on_it(mesh: Mesh):
     """SKS sets the CNI only at creation: the preview must show the cluster going first and
-    everything on it rebuilt, and leave the other cluster's objects alone (preview only)."""
+    everything on it rebuilt, and leave the other cluster's objects alone (preview only).
+
+    Seen failing: without `delete_before_replace=True` on the SksCluster the engine plans
+    create-replacement first."""
     changed = mesh.config["clusters"][0]
     other_cni = "cilium" if changed.get("cni", "calico") == "calico" else "calico"
     config = {**mesh.config, "clusters": [{**changed, "cni": other_cni}, *mesh.config["clusters"][1:]]}

@@ -37,6 +37,8 @@ CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition
 
 
 def test_destroy_leaves_no_object_and_deletes_nlbs_before_nodepools_before_clusters(mesh: Mesh):
+    """Seen failing: without the east-west NLB's `depends_on=[nodepool]` (components/cluster.py) the
+    parallel destroy deleted cluster3's NLB after its nodepool."""
     if stop := mesh.extra.get("stop_istiods"):
         stop()  # istiod writes ConfigMaps into every namespace; a running one would race the deletes
     released, kept = helm_objects(mesh)
