@@ -79,7 +79,8 @@ class RunReport:
     ops: dict[str, list[str]] = field(default_factory=dict)  # urn -> every op the engine took for it
     diagnostics: list[tuple[str, str, str]] = field(default_factory=list)  # (severity, urn, message)
     policy_events: list[events.PolicyEvent] = field(default_factory=list)
-    text: str = ""  # what the CLI printed
+    # What the CLI printed, stdout and stderr as a terminal shows them (--diff puts diagnostics on stderr).
+    text: str = ""
     seconds: float = 0.0
     engine_seconds: int | None = None  # the summary's duration
     policy_packs: dict[str, str] = field(default_factory=dict)  # the summary's: name -> version
@@ -217,8 +218,9 @@ class Engine:
         collected: list[str] = []
         try:
             self._run(report, lambda: self.stack.preview(
-                diff=True, color="never", on_output=collected.append, on_event=_EventCollector(report),
-                policy_packs=self.policy_packs, policy_pack_configs=[str(policy_config)] if policy_config else None))
+                diff=True, color="never", on_output=collected.append, on_error=collected.append,
+                on_event=_EventCollector(report), policy_packs=self.policy_packs,
+                policy_pack_configs=[str(policy_config)] if policy_config else None))
         finally:
             report.text = "\n".join(collected)
             OUT.mkdir(exist_ok=True)
@@ -230,7 +232,7 @@ class Engine:
         report = RunReport("up")
         collected: list[str] = []
         result = self._run(report, lambda: self.stack.up(
-            color="never", on_output=collected.append, on_event=_EventCollector(report),
+            color="never", on_output=collected.append, on_error=collected.append, on_event=_EventCollector(report),
             policy_packs=self.policy_packs, suppress_progress=True))
         report.text = "\n".join(collected)
         report.outputs = {key: value.value for key, value in result.outputs.items()}
@@ -240,7 +242,8 @@ class Engine:
         report = RunReport("destroy")
         collected: list[str] = []
         self._run(report, lambda: self.stack.destroy(
-            color="never", on_output=collected.append, on_event=_EventCollector(report), suppress_progress=True))
+            color="never", on_output=collected.append, on_error=collected.append, on_event=_EventCollector(report),
+            suppress_progress=True))
         report.text = "\n".join(collected)
         return report
 

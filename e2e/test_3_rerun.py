@@ -130,7 +130,10 @@ def test_a_root_ca_setting_change_leaves_the_running_root_alone(mesh: Mesh):
              for urn, o in program_objects(mesh).items() if o.name == "cacerts"}
     config = {**mesh.config, "caOrganization": "renamed-org", "rootCaValidityHours": 90000}
     preview = mesh.preview(config, "root-setting")
-    assert [w for w in preview.warnings() if "root" in w.lower()], preview.diagnostics
+    warnings = [w for w in preview.warnings() if "root ca" in w.lower()]
+    assert warnings, preview.diagnostics
+    # ... and a reviewer reading the preview's text sees it too.
+    assert "root CA" in preview.text, [d for d in preview.diagnostics if d[0] == "warning"]
     tls_steps = [urn for urn, s in preview.steps.items() if s.type.startswith("tls:")]
     assert tls_steps and not [urn for urn in preview.replaced if urn in tls_steps and "root" in urn.rsplit("::", 1)[1]]
     report = mesh.up(config, "root_settings_seconds")
