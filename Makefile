@@ -5,7 +5,7 @@ PYTHON ?= python3
 ACTIONLINT_VERSION ?= v1.7.12
 BIN := $(VENV)/bin
 
-.PHONY: deploy preview refresh destroy test e2e lint kubeconfig bench schema
+.PHONY: deploy preview refresh destroy test e2e lint kubeconfig bench bench-engine schema charts
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,13 @@ refresh: $(VENV)/.runtime-deps
 destroy: $(VENV)/.runtime-deps
 	scripts/pulumi-stack.sh $(STACK) destroy
 
-test: $(VENV)/.dev-deps $(BIN)/actionlint
+# The pinned Istio charts the tests check values and objects against: fetched once from
+# istioChartRepository (Istio's official repository) or the ISTIO_CHART_MIRROR mirror, verified,
+# cached in .cache/istio-charts/<version>/ (README: Tests). Fails in one line when neither is reachable.
+charts: $(VENV)/.dev-deps
+	$(BIN)/python -m testing.charts
+
+test: $(VENV)/.dev-deps $(BIN)/actionlint charts
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 $(VENV)/.e2e-deps: requirements.txt requirements-dev.txt e2e/requirements.txt | $(BIN)/activate
@@ -45,7 +51,7 @@ $(VENV)/.e2e-deps: requirements.txt requirements-dev.txt e2e/requirements.txt | 
 
 # The real program against real Kubernetes control planes on loopback (README: End-to-end tests).
 # Builds its tools from the Go modules in e2e/tools on the first run and reuses them after that.
-e2e: $(VENV)/.e2e-deps
+e2e: $(VENV)/.e2e-deps charts
 	e2e/tools/build.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider e2e
 
@@ -59,6 +65,13 @@ kubeconfig: $(VENV)/.runtime-deps
 # Writes the untracked bench/.out/RESULTS.md; UPDATE=1 rewrites the committed bench/RESULTS.md.
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.run $(if $(UPDATE),--update)
+
+# The real engine's preview and up at N clusters (default 8) on local control planes, with the
+# critical path from its own events; writes e2e/.out/engine-scale-<N>.json for `make bench`.
+N ?= 8
+bench-engine: $(VENV)/.e2e-deps charts
+	e2e/tools/build.sh
+	$(BIN)/python -m bench.engine_scale --clusters $(N)
 
 # After changing components/config.py: regenerates schema/stack-config.schema.json and prints the
 # README's config table.

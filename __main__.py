@@ -9,14 +9,17 @@ import pulumi
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from components.mesh import Mesh, MeshArgs
+from components.rotation import STATE_OUTPUT
 from components.stack_config import load_settings, root_ca_key
 
 settings = load_settings()
-mesh = Mesh("mesh", MeshArgs(settings=settings, stack=pulumi.get_stack(), root_key_pem=root_ca_key()))
+mesh = Mesh("mesh", MeshArgs(settings=settings, stack=pulumi.get_stack(), root_key_pem=root_ca_key(),
+                             organization=pulumi.get_organization()))
 
 pulumi.export("clusters", mesh.clusters)
 pulumi.export("kubeconfig", mesh.kubeconfig)
 pulumi.export("rootCertPem", mesh.root_cert_pem)
+pulumi.export(STATE_OUTPUT, mesh.ca_state)
 pulumi.export("istioVersion", settings.istio_version)
 pulumi.export("meshId", settings.mesh_id)
 if mesh.demo_curl_command is not None:

@@ -19,6 +19,7 @@ DEMO_INGRESS_TYPE = f"{PROJECT}:index:DemoIngress"
 # Provider resource type tokens the policies and tests look for.
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 SERVICE = "kubernetes:core/v1:Service"
+SECRET = "kubernetes:core/v1:Secret"
 LOCALLY_SIGNED_CERT = "tls:index/locallySignedCert:LocallySignedCert"
 SELF_SIGNED_CERT = "tls:index/selfSignedCert:SelfSignedCert"
 SKS_CLUSTER = "exoscale:index/sksCluster:SksCluster"

@@ -139,3 +139,29 @@ def report_lines(timings: Timings | None, comparison: Comparison | None) -> list
     if comparison.unmatched:
         lines += [f"Measured but not in this revision's stack: {_names(comparison.unmatched)}.", ""]
     return lines
+
+
+def engine_lines(out_dir: Path) -> list[str]:
+    """The real Pulumi engine's wall time for `preview` and `up` at each N measured, beside the
+    critical path from its own per-resource events: N=2 from `make e2e` (timings.json), larger N
+    from `make bench-engine` (engine-scale-<N>.json). Reported, not gated."""
+    rows: list[tuple[int, float, float, float, float]] = []
+    e2e = out_dir / "timings.json"
+    if e2e.is_file():
+        document = json.loads(e2e.read_text())
+        phases, paths = document.get("phases", {}), document.get("critical_paths", {})
+        if "apply_seconds" in paths:
+            rows.append((int(document["clusters"]), float(phases.get("preview_first_deploy_seconds", 0.0)),
+                         float(phases["apply_seconds"]), float(paths["apply_seconds"]["seconds"]),
+                         float(paths["apply_seconds"]["busy_seconds"])))
+    for path in sorted(out_dir.glob("engine-scale-*.json")):
+        document = json.loads(path.read_text())
+        rows.append((int(document["clusters"]), float(document["preview_seconds"]), float(document["up_seconds"]),
+                     float(document["critical_path_seconds"]), float(document["critical_path_busy_seconds"])))
+    lines = ["## The real engine (make e2e at N=2, make bench-engine at larger N)", ""]
+    if not rows:
+        return [*lines, "no engine measurement: run make e2e (N=2) or make bench-engine N=8", ""]
+    lines += ["| N | preview (s) | up (s) | critical path from engine events (s) | of which steps busy (s) |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {n} | {p:.1f} | {u:.1f} | {c:.1f} | {b:.1f} |" for n, p, u, c, b in sorted(rows)]
+    return [*lines, ""]

@@ -48,7 +48,7 @@ from bench.graph import (
     minutes_of,
     serial_minutes,
 )
-from bench.measured import compare, read_timings
+from bench.measured import compare, engine_lines, read_timings
 from bench.measured import report_lines as measured_report_lines
 from components.config import EXOSCALE_ZONES
 from testing.mocks import MeshMocks
@@ -395,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = [measure(n, args.runs, log) for n in args.sizes]
     targets = check_targets(results)
-    text = report(results, targets, args.runs, machine(), measured_section(args.e2e_timings))
+    measured = [*measured_section(args.e2e_timings), *engine_lines(args.e2e_timings.parent)]
+    text = report(results, targets, args.runs, machine(), measured)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)

@@ -44,10 +44,14 @@ def _is_secret(schema: dict[str, Any]) -> bool:
 
 
 def _type(schema: dict[str, Any]) -> str:
-    types = {branch.get("type") for branch in schema.get("anyOf", [schema])} - {"null"}
+    # A nested model is a reference to its definition.
+    types = {branch.get("type", "object" if "$ref" in branch else None)
+             for branch in schema.get("anyOf", [schema])} - {"null"}
     (kind,) = types
     if _is_secret(schema):
         return "secret string"
+    if kind == "array" and schema.get("items", {}).get("type") == "string":
+        return "list of strings"
     return {"array": "list of objects", "object": "object"}.get(kind, kind)
 
 
@@ -57,6 +61,10 @@ COMPUTED_DEFAULTS = {
     "clusters[].kubernetesVersion": "newest SKS version",
     "rootCaCertPem": "(generated)",
     "rootCaKeyPem": "(generated)",
+    "rootCaRotation": "(no rotation)",
+    "rootCaRotation.switchedClusters": "[]",
+    "rootCaRotation.rootCaCertPem": "(generated)",
+    "rootCaRotation.rootCaKeyPem": "(generated)",
     "demoServerCluster": "second cluster",
     "demoClientCluster": "first cluster",
     "demoIngressWeights": "{} (no ingress)",
@@ -103,6 +111,16 @@ def _secret(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _secrets_as_ciphertext(definitions: dict[str, Any]) -> dict[str, Any]:
+    """A nested secret (`pulumi config set --secret --path`) is ciphertext inside its object too."""
+    return {
+        name: {**definition, "properties": {
+            key: _secret(schema) if _is_secret(schema) else schema
+            for key, schema in definition.get("properties", {}).items()}}
+        for name, definition in definitions.items()
+    }
+
+
 def stack_file_schema() -> dict[str, Any]:
     model = MeshSettings.model_json_schema(by_alias=True)
     config = {
@@ -129,7 +147,7 @@ def stack_file_schema() -> dict[str, Any]:
             },
         },
         "additionalProperties": False,
-        "$defs": model.get("$defs", {}),
+        "$defs": _secrets_as_ciphertext(model.get("$defs", {})),
     }
 
 

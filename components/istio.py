@@ -28,6 +28,12 @@ BASE_TIMEOUT_SECONDS = 300
 CHART_AUTOSCALE_MAX = 5
 # The labels istiod's chart gives its pods (and selects in its own PodDisruptionBudget).
 ISTIOD_POD_LABELS = {"app": "istiod"}
+# Multi-root trust, both default false in Istio: istiod accepts a root-cert.pem that adds a root
+# (pilot/pkg/features, ISTIO_MULTIROOT_MESH; pilot/pkg/bootstrap/istio_ca.go handleEvent), and
+# istio-agent takes the new trust bundle over xDS without a restart (pilot/cmd/pilot-agent/options,
+# PROXY_CONFIG_XDS_AGENT, read from the proxies' proxyMetadata).
+ISTIOD_MULTIROOT_ENV = {"ISTIO_MULTIROOT_MESH": "true"}
+PROXY_MULTIROOT_METADATA = {"PROXY_CONFIG_XDS_AGENT": "true"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class IstioControlPlaneArgs:
     nodes_ready: Readiness
     replicas: int
     mtls_strict: bool = True
+    multi_root_trust: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,16 +130,21 @@ def gateway_availability_values(replicas: int, pod_labels: dict[str, str]) -> di
     return values
 
 
-def istiod_values(cluster_name: str, network: str, mesh_id: str, replicas: int) -> dict[str, Any]:
+def istiod_values(
+    cluster_name: str, network: str, mesh_id: str, replicas: int, multi_root_trust: bool = True
+) -> dict[str, Any]:
+    # DNS proxying lets a client resolve a Service that only exists in another cluster.
+    # ISTIO_META_DNS_AUTO_ALLOCATE is deprecated since 1.25: istiod allocates addresses itself.
+    proxy_metadata = {"ISTIO_META_DNS_CAPTURE": "true", **(PROXY_MULTIROOT_METADATA if multi_root_trust else {})}
     return {
         "global": {
             "meshID": mesh_id,
             "multiCluster": {"clusterName": cluster_name},
             "network": network,
         },
-        # DNS proxying lets a client resolve a Service that only exists in another cluster.
-        # ISTIO_META_DNS_AUTO_ALLOCATE is deprecated since 1.25: istiod allocates addresses itself.
-        "meshConfig": {"defaultConfig": {"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true"}}},
+        # Top-level `env` (the flattened chart, 1.24+): istiod's container environment.
+        **({"env": dict(ISTIOD_MULTIROOT_ENV)} if multi_root_trust else {}),
+        "meshConfig": {"defaultConfig": {"proxyMetadata": proxy_metadata}},
         # The chart asks for 2 GiB; a standard.medium node has 4 GiB for everything.
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
         **istiod_availability_values(replicas),
@@ -237,6 +249,8 @@ class IstioControlPlane(pulumi.ComponentResource):
     reader_token_data: pulumi.Output[dict[str, str]]
     # istiod's release alone, for what needs its webhooks but not the rest of the control plane.
     istiod_ready: Readiness
+    # Resolves once this cluster's `cacerts` and istiod are applied: what the exported CA state waits for.
+    ca_applied: pulumi.Output[Any]
 
     def __init__(self, name: str, args: IstioControlPlaneArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(CONTROL_PLANE_TYPE, name, None, opts)
@@ -270,7 +284,8 @@ class IstioControlPlane(pulumi.ComponentResource):
         )
         # istiod needs its CRDs (base), the plugged-in CA (cacerts) and nodes to run on.
         istiod = self._release(
-            "istiod", "istiod", istiod_values(args.cluster_name, args.network, args.mesh_id, args.replicas),
+            "istiod", "istiod",
+            istiod_values(args.cluster_name, args.network, args.mesh_id, args.replicas, args.multi_root_trust),
             ReleasePolicy(args.charts.timeout_seconds, atomic=True), depends_on=[base, cacerts, args.nodes_ready],
         )
         if args.mtls_strict:
@@ -289,6 +304,7 @@ class IstioControlPlane(pulumi.ComponentResource):
         )
         self.reader_token_data = reader_token.data
         self.istiod_ready = readiness_of(istiod)
+        self.ca_applied = pulumi.Output.all(cacerts.id, istiod.id)
         self.register_outputs({"namespace": self.namespace, "istiod_status": istiod.status})
 
     def _k8s(self, **kwargs: Any) -> pulumi.ResourceOptions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
@@ -20,6 +21,15 @@ from components.istio import (
 from components.kubeconfig import merge_kubeconfigs
 from components.pki import MeshPki, MeshPkiArgs
 from components.remote_access import RemoteCluster, RemoteSecrets, RemoteSecretsArgs
+from components.rotation import (
+    STATE_OUTPUT,
+    cluster_state,
+    deployed_from_outputs,
+    desired_ca,
+    skipped_phase,
+    state_output,
+    trusted_generations,
+)
 from components.smoke_test import SmokeTest, SmokeTestArgs, mesh_fingerprint
 from mesh_constants import MESH_TYPE, PROJECT
 
@@ -31,6 +41,9 @@ class MeshArgs:
     stack: str
     # Bring-your-own root: its key as a secret Output (from config); None to generate a root.
     root_key_pem: pulumi.Input[str] | None = None
+    # The organization of the stack's backend (`organization` on a file or S3 backend), for the reference
+    # to the stack's own last deployment.
+    organization: str = "organization"
 
 
 class Mesh(pulumi.ComponentResource):
@@ -39,6 +52,9 @@ class Mesh(pulumi.ComponentResource):
     # Secret: one admin context per cluster, named after the cluster.
     kubeconfig: pulumi.Output[str]
     root_cert_pem: pulumi.Output[str]
+    # What the deployment applied to each cluster's CA (components/rotation.py): exported as meshCaState
+    # and read back by the next deployment to refuse a skipped rotation phase.
+    ca_state: pulumi.Output[dict[str, Any]]
     # None without the demo; the ingress URL also None without demoIngressWeights.
     demo_curl_command: str | None
     demo_ingress_url: pulumi.Output[str] | None
@@ -61,11 +77,36 @@ class Mesh(pulumi.ComponentResource):
             ), child)
             for c in settings.clusters
         }
+        desired = desired_ca(settings)
+        # The stack's own last deployment (none yet for a new stack): a rotation phase is checked against
+        # what was applied, not against the previous config.
+        last = pulumi.StackReference(
+            "mesh-last-deployment", stack_name=f"{args.organization}/{PROJECT}/{args.stack}", opts=child)
+
+        def allowed(outputs: list[Any]) -> bool:
+            problem = skipped_phase(
+                deployed_from_outputs({STATE_OUTPUT: outputs[0], "clusters": outputs[1]}, settings), settings)
+            if problem:
+                raise pulumi.RunError(problem)
+            return True
+
+        # By name, so that the secret outputs (the kubeconfig) do not make the gate, and so every
+        # certificate behind it, secret.
+        gate = pulumi.Output.all(last.get_output(STATE_OUTPUT), last.get_output("clusters")).apply(allowed)
+        root_key_pems: dict[int, pulumi.Output[str]] = {}
+        if args.root_key_pem is not None:
+            root_key_pems[settings.root_ca_generation] = pulumi.Output.secret(args.root_key_pem)
+        rotation = settings.root_ca_rotation
+        if rotation is not None and rotation.root_ca_key_pem is not None:
+            root_key_pems[rotation.to_generation] = pulumi.Output.secret(rotation.root_ca_key_pem.get_secret_value())
         pki = MeshPki("mesh-ca", MeshPkiArgs(
             settings=settings.pki,
             cluster_names=tuple(clusters),
-            root_key_pem=args.root_key_pem,
+            trusted_generations=trusted_generations(settings),
+            issuing_generations={name: ca.issuing for name, ca in desired.items()},
+            root_key_pems=root_key_pems,
             protect_root=settings.protect,
+            gate=gate,
         ), child)
         control_planes = {
             c.name: IstioControlPlane(f"{c.name}-istio", IstioControlPlaneArgs(
@@ -78,6 +119,7 @@ class Mesh(pulumi.ComponentResource):
                 nodes_ready=clusters[c.name].nodes_ready,
                 replicas=settings.istiod_replicas,
                 mtls_strict=settings.mtls_strict,
+                multi_root_trust=settings.multi_root_trust,
             ), child)
             for c in settings.clusters
         }
@@ -185,10 +227,22 @@ class Mesh(pulumi.ComponentResource):
             )
         )
         self.root_cert_pem = pki.root_cert_pem
+        # Each cluster's part resolves only once its cacerts and istiod are applied: a failed step
+        # exports nothing, and the stack keeps the last deployment's state.
+        self.ca_state = pulumi.Output.from_input({
+            **state_output(settings),
+            "roots": {str(generation): pem for generation, pem in pki.root_cert_pems.items()},
+            "clusters": {
+                name: pulumi.Output.all(control_planes[name].ca_applied, pki.intermediates[name].cert_pem).apply(
+                    lambda parts, ca=desired[name]: {**cluster_state(ca), "intermediateCertPem": parts[1]})
+                for name in clusters
+            },
+        })
         self.register_outputs({
             "clusters": self.clusters,
             "kubeconfig": self.kubeconfig,
             "root_cert_pem": self.root_cert_pem,
+            "ca_state": self.ca_state,
             "demo_curl_command": self.demo_curl_command,
             "demo_ingress_url": self.demo_ingress_url,
         })

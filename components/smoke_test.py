@@ -21,15 +21,29 @@ SMOKE_DELAY_SECONDS = 10
 CURL_TIMEOUT_SECONDS = 5
 # Scheduling, pulling the curl and proxy images and starting the native sidecar.
 START_UP_SECONDS = 120
-# One retry in a new pod, for a pod lost to its node (a failing mesh fails both the same way).
-BACKOFF_LIMIT = 1
+# A failing test fails the Job at once: a broken mesh fails every pod the same way, so a retry
+# would only double the wait before `pulumi up` reports it.
+BACKOFF_LIMIT = 0
+# ... except for a pod lost with its node (drained, evicted, the node gone): Kubernetes marks it
+# with the DisruptionTarget condition and the policy ignores that failure, so a new pod runs.
+# Every other failure fails the Job. A pod failure policy needs restartPolicy Never.
+POD_FAILURE_POLICY = {"rules": [
+    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+]}
+# The deadline holds one such loss; a second one ends the Job at the deadline.
+NODE_LOSSES_HELD = 1
+# A pod on a node that stops answering fails only once the node controller evicts it: the node
+# turns NotReady after node-monitor-grace-period (50 s) and pods tolerate that for 300 s by default.
+NODE_LOSS_EVICTION_SECONDS = 50 + 300
 # Kubernetes waits 10 s before the first pod retry (doubling after that).
 POD_RETRY_DELAY_SECONDS = 10
 # The longest one pod takes: start-up, every attempt with its timeout and delay, the sidecar's quit.
 POD_SECONDS = START_UP_SECONDS + SMOKE_ATTEMPTS * (CURL_TIMEOUT_SECONDS + SMOKE_DELAY_SECONDS) + CURL_TIMEOUT_SECONDS
-# The deadline counts from the Job's start across its pods, so it must hold every one of them, or
-# it kills the retry before it has made its attempts.
-SMOKE_DEADLINE_SECONDS = (BACKOFF_LIMIT + 1) * POD_SECONDS + BACKOFF_LIMIT * POD_RETRY_DELAY_SECONDS
+# The deadline counts from the Job's start across its pods, so it must hold a pod lost at the end of
+# its run, its eviction, the retry delay and the new pod's every attempt, or it kills the retry early.
+SMOKE_DEADLINE_SECONDS = ((NODE_LOSSES_HELD + 1) * POD_SECONDS
+                          + NODE_LOSSES_HELD * (NODE_LOSS_EVICTION_SECONDS + POD_RETRY_DELAY_SECONDS))
 # Pulumi waits longer than the Job's deadline, so a failure shows the script's own message
 # rather than Pulumi's 10-minute default timeout.
 SMOKE_AWAIT = f"{SMOKE_DEADLINE_SECONDS // 60 + 5}m"
@@ -93,6 +107,7 @@ class SmokeTest(pulumi.ComponentResource):
             },
             spec={
                 "backoffLimit": BACKOFF_LIMIT,
+                "podFailurePolicy": POD_FAILURE_POLICY,
                 "activeDeadlineSeconds": SMOKE_DEADLINE_SECONDS,
                 "template": {
                     "metadata": {

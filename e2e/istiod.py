@@ -40,7 +40,7 @@ from kubernetes.client import AdmissionregistrationV1Api, ApiClient, AppsV1Api, 
 
 from e2e.controlplane import BIN, ControlPlane, free_port, spawn
 from e2e.fake_exoscale import admin_api
-from e2e.twin import run_until
+from e2e.kube import run_until
 
 ISTIO_NAMESPACE = "istio-system"
 ISTIO_MODULE = Path(__file__).resolve().parent / "tools" / "istio" / "go.mod"

@@ -8,10 +8,11 @@ from typing import Any
 
 from kubernetes.client import AdmissionregistrationV1Api, AppsV1Api, CoreV1Api
 
-from e2e.conftest import Mesh, stop_all
+from e2e.conftest import Mesh
 from e2e.fake_exoscale import admin_api
 from e2e.istiod import ISTIO_NAMESPACE, Istiod, injection_webhooks, reinject_deployment
-from e2e.twin import run_until
+from e2e.kube import run_until
+from e2e.session import stop_all
 
 NETWORK_LABEL = "topology.istio.io/network"
 WEBTEST_HOST = "exo-webtest.exodemo.svc.cluster.local"

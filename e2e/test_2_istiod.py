@@ -20,6 +20,7 @@ from kubernetes.client import CoreV1Api
 from e2e.conftest import ISTIO_TOOLS, Mesh, require_tools
 from e2e.fake_exoscale import admin_api
 from e2e.istiod import ISTIO_NAMESPACE, Istiod
+from e2e.kube import client_for, run_until
 from e2e.mesh_views import (
     NETWORK_LABEL,
     WEBTEST_CLUSTER,
@@ -30,7 +31,6 @@ from e2e.mesh_views import (
     start_istiods,
     synced_peers,
 )
-from e2e.twin import client_for, run_until
 
 
 @pytest.fixture(scope="module")

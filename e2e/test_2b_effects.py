@@ -33,8 +33,8 @@ from e2e.istiod import (
     label_selector_matches,
     workload_certificate,
 )
+from e2e.kube import run_until
 from e2e.mesh_views import NETWORK_LABEL, SIDECAR, WEBTEST_HOST, has_sidecar, network_of, start_istiods, was_injected
-from e2e.twin import run_until
 
 DEMO_NAMESPACE = "exodemo"
 WEBTEST_SNI = f"outbound_.3000_._.{WEBTEST_HOST}"

@@ -1,4 +1,5 @@
-"""Later `pulumi up`s against the same control planes do exactly what their diff says."""
+"""Later `pulumi preview`s and `pulumi up`s on the real engine against the same control planes:
+each does what its preview says, and the preview says what a reviewer must see."""
 
 from __future__ import annotations
 
@@ -7,17 +8,59 @@ from typing import Any
 from kubernetes.client import AppsV1Api, BatchV1Api, CoreV1Api, PolicyV1Api
 
 from e2e.conftest import Mesh
+from e2e.engine import RunReport
 from e2e.fake_exoscale import admin_api
+from e2e.kube import KUBERNETES_PROVIDER, decoded_secret, run_until
 from e2e.snapshots import helm_revisions, program_objects, versions
-from e2e.twin import decoded_secret, run_until
+
+KUBECONFIG_TYPE = "exoscale:index/sksKubeconfig:SksKubeconfig"
 
 
 def test_a_second_run_with_the_same_config_changes_nothing(mesh: Mesh):
     objects, revisions = versions(mesh), helm_revisions(mesh)
+    preview = mesh.preview(dict(mesh.config), "no-change")
+    assert not preview.changed, preview.summary
     report = mesh.up(dict(mesh.config), "rerun_seconds")
+    # `read` is the program's StackReference to its own last deployment (meshCaState).
+    assert not report.changed and set(report.summary) <= {"same", "read"}, report.summary
     assert (report.created, report.updated, report.replaced, report.deleted) == ([], [], [], [])
     assert versions(mesh) == objects
     assert helm_revisions(mesh) == revisions
+
+
+def _kubernetes_urns(report: RunReport) -> list[str]:
+    return [urn for urn, step in report.steps.items() if step.type.startswith("kubernetes:")]
+
+
+def test_renewing_the_admin_kubeconfigs_updates_the_providers_and_replaces_no_kubernetes_object(mesh: Mesh):
+    """A kubeconfig whose renewal window has begun is replaced by the Exoscale provider; with
+    cluster_identifier set, the Kubernetes providers are updated and keep every object they own.
+
+    Seen failing: without `cluster_identifier=cluster.id` on the Kubernetes provider
+    (components/cluster.py) the preview replaces every object of both clusters."""
+    before = versions(mesh)
+    # The renewal window opens a minute after issue: the stand-in, like the real provider, renews a
+    # kubeconfig once `now >= expiry - early renewal`.
+    ttl = mesh.config.get("kubeconfigTtlSeconds", 30 * 24 * 3600)
+    config = {**mesh.config, "kubeconfigEarlyRenewalSeconds": ttl - 1}
+    preview = mesh.preview(config, "kubeconfig-renewal")
+    kubeconfigs = [urn for urn, s in preview.steps.items() if s.type == KUBECONFIG_TYPE]
+    assert len(kubeconfigs) == len(mesh.control_planes)
+    assert sorted(preview.replaced) == sorted(kubeconfigs), preview.ops
+    providers = [urn for urn, s in preview.steps.items() if s.type == KUBERNETES_PROVIDER]
+    assert len(providers) == len(mesh.control_planes) and set(providers) <= set(preview.updated), preview.ops
+    # The engine cannot diff an object against a provider whose kubeconfig is only known once the
+    # renewal has run, so the preview lists the objects as updates; none is replaced or deleted.
+    assert not [urn for urn in preview.replaced + preview.deleted if urn in _kubernetes_urns(preview)], preview.ops
+
+    original = dict(mesh.config)
+    report = mesh.up(config, "kubeconfig_renewal_seconds")
+    # Once the new kubeconfigs are known, the engine diffs every object and finds nothing to change.
+    assert sorted(report.replaced) == sorted(kubeconfigs) and sorted(report.updated) == sorted(providers), report.ops
+    assert versions(mesh) == before, "a Kubernetes object changed with the renewal"
+    # Back to the stack's window (an in-place update of each kubeconfig), or every later `up` would renew again.
+    restored = mesh.up(original, "kubeconfig_renewal_seconds")
+    assert not restored.replaced and set(restored.updated) == set(kubeconfigs), restored.ops
 
 
 def test_renewing_an_intermediate_ca_updates_cacerts_in_place(mesh: Mesh):
@@ -81,11 +124,19 @@ def test_two_replicas_land_on_different_nodes_and_a_drain_may_evict_only_one(mes
 
 
 def test_a_root_ca_setting_change_leaves_the_running_root_alone(mesh: Mesh):
-    """istiod refuses a new root without a restart, so an edited CA setting must not replace it."""
+    """istiod refuses a new root without a restart, so an edited CA setting must not replace it;
+    the preview says so with a warning."""
     roots = {urn: _cacerts(mesh, urn)["root-cert.pem"]
              for urn, o in program_objects(mesh).items() if o.name == "cacerts"}
-    report = mesh.up({**mesh.config, "caOrganization": "renamed-org", "rootCaValidityHours": 90000},
-                     "root_settings_seconds")
+    config = {**mesh.config, "caOrganization": "renamed-org", "rootCaValidityHours": 90000}
+    preview = mesh.preview(config, "root-setting")
+    warnings = [w for w in preview.warnings() if "root ca" in w.lower()]
+    assert warnings, preview.diagnostics
+    # ... and a reviewer reading the preview's text sees it too.
+    assert "root CA" in preview.text, [d for d in preview.diagnostics if d[0] == "warning"]
+    tls_steps = [urn for urn, s in preview.steps.items() if s.type.startswith("tls:")]
+    assert tls_steps and not [urn for urn in preview.replaced if urn in tls_steps and "root" in urn.rsplit("::", 1)[1]]
+    report = mesh.up(config, "root_settings_seconds")
     assert not [urn for urn in report.replaced if "root" in urn.rsplit("::", 1)[1]], report.replaced
     for urn, root in roots.items():
         assert _cacerts(mesh, urn)["root-cert.pem"] == root, urn
@@ -96,3 +147,28 @@ def _smoke_test_jobs(mesh: Mesh) -> list[str]:
     """The smoke-test Jobs in the client cluster, by name (the name carries the mesh fingerprint)."""
     client = mesh.control_planes[mesh.config["demoClientCluster"]]
     return [job.metadata.name for job in BatchV1Api(admin_api(client)).list_namespaced_job("exodemo").items]
+
+
+def test_a_cni_change_previews_as_that_cluster_replaced_delete_first_with_every_object_on_it(mesh: Mesh):
+    """SKS sets the CNI only at creation: the preview must show the cluster going first and
+    everything on it rebuilt, and leave the other cluster's objects alone (preview only).
+
+    Seen failing: without `delete_before_replace=True` on the SksCluster the engine plans
+    create-replacement first."""
+    changed = mesh.config["clusters"][0]
+    other_cni = "cilium" if changed.get("cni", "calico") == "calico" else "calico"
+    config = {**mesh.config, "clusters": [{**changed, "cni": other_cni}, *mesh.config["clusters"][1:]]}
+    preview = mesh.preview(config, "cni-change")
+    clusters = [urn for urn, s in preview.steps.items() if s.type == "exoscale:index/sksCluster:SksCluster"]
+    replaced_clusters = [urn for urn in clusters if urn in preview.replaced]
+    assert len(replaced_clusters) == 1 and replaced_clusters[0].endswith(f"::{changed['name']}"), preview.ops
+    ops = preview.ops[replaced_clusters[0]]
+    # Delete-before-replace: the engine plans the old cluster's deletion before its replacement.
+    assert "delete-replaced" in ops and "create-replacement" in ops, ops
+    assert ops.index("delete-replaced") < ops.index("create-replacement"), ops
+    objects = program_objects(mesh)
+    on_changed = [urn for urn, o in objects.items() if o.cluster == changed["name"]]
+    on_others = [urn for urn, o in objects.items() if o.cluster != changed["name"]]
+    assert on_changed and not [urn for urn in on_changed if urn not in preview.replaced], preview.ops
+    assert not [urn for urn in on_others if urn in preview.replaced and "smoke-test" not in urn], preview.ops
+    assert "+-" in preview.text

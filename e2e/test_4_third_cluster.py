@@ -10,6 +10,7 @@ from kubernetes.client import CoreV1Api
 from e2e.conftest import Mesh
 from e2e.fake_exoscale import admin_api
 from e2e.istiod import ISTIO_NAMESPACE
+from e2e.kube import run_until
 from e2e.mesh_views import (
     GATEWAY_PORT,
     assert_cross_network,
@@ -20,7 +21,6 @@ from e2e.mesh_views import (
     synced_peers,
 )
 from e2e.snapshots import helm_revisions, versions
-from e2e.twin import run_until
 
 THIRD = {"name": "cluster3", "zone": "ch-gva-2", "network": "network3", "serviceLevel": "starter",
          "nodepool": {"instanceType": "standard.medium", "size": 2}}
@@ -31,7 +31,13 @@ def test_adding_a_cluster_leaves_the_first_two_unchanged_and_creates_remote_secr
     first_two = list(mesh.control_planes)
     before, revisions = versions(mesh), helm_revisions(mesh)
     mesh.start_control_plane(THIRD["name"])
-    report = mesh.up({**mesh.config, "clusters": [*mesh.config["clusters"], THIRD]}, "third_cluster_seconds")
+    config = {**mesh.config, "clusters": [*mesh.config["clusters"], THIRD]}
+    preview = mesh.preview(config, "add-cluster")
+    # A reviewer sees only creates, plus the smoke test's re-run (its name carries the mesh's fingerprint).
+    assert preview.created and not preview.updated and not preview.deleted, preview.ops
+    assert preview.replaced and all("smoke-test" in urn for urn in preview.replaced), preview.replaced
+    report = mesh.up(config, "third_cluster_seconds")
+    assert report.created == preview.created and report.replaced == preview.replaced
 
     # The smoke test's name carries the mesh's fingerprint, so it runs again for the new mesh.
     rerun = {urn for urn in before if "smoke-test" in urn}

@@ -12,8 +12,8 @@ from kubernetes.client import AppsV1Api, CoreV1Api
 
 from e2e.conftest import ISTIO_TOOLS, Mesh, require_tools
 from e2e.fake_exoscale import admin_api
+from e2e.kube import run_until
 from e2e.mesh_views import WEBTEST_HOST, network_of, start_istiods
-from e2e.twin import run_until
 
 DEMO_NAMESPACE = "exodemo"
 INGRESS_DEPLOYMENT = "istio-ingressgateway"

@@ -42,6 +42,7 @@ from mesh_constants import (
     HELM_RELEASE,
     INGRESS_GATEWAY,
     LOCALLY_SIGNED_CERT,
+    SECRET,
     SELF_SIGNED_CERT,
     SERVICE,
     SKS_CLUSTER,
@@ -59,6 +60,9 @@ PROD_SERVICE_LEVEL = "pro"
 MIN_PROD_NODES = 3
 DEFAULT_PROD_STACKS = ("prod",)
 CA_SIGNING_USE = "cert_signing"
+# Istio's plug-in CA Secret and the files of it the rotation order is read from (README: Certificates).
+CACERTS = "cacerts"
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
 
 _UNKNOWN_SENTINELS = frozenset({
     proxy.UNKNOWN_ARCHIVE_VALUE,
@@ -242,30 +246,43 @@ def istio_release_violations(resources: Iterable[Resource]) -> list[Violation]:
 # 3. Intermediate CAs under one root -----------------------------------------------------------
 
 
+def _der_fingerprint(body: str) -> str | None:
+    try:
+        return hashlib.sha256(base64.b64decode("".join(body.split()), validate=True)).hexdigest()
+    except (binascii.Error, ValueError):
+        return None
+
+
 def cert_fingerprint(pem: str) -> str:
     """SHA-256 of the first certificate's DER (what `openssl x509 -fingerprint -sha256` shows),
     or of the text itself if it holds no PEM certificate."""
-    match = re.search(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", pem, re.DOTALL)
-    if match:
-        try:
-            return hashlib.sha256(base64.b64decode("".join(match[1].split()), validate=True)).hexdigest()
-        except (binascii.Error, ValueError):
-            pass
-    return hashlib.sha256("".join(pem.split()).encode()).hexdigest()
+    match = PEM_CERTIFICATE.search(pem)
+    fingerprint = _der_fingerprint(match[1]) if match else None
+    return fingerprint or hashlib.sha256("".join(pem.split()).encode()).hexdigest()
+
+
+def cert_fingerprints(pem: str) -> list[str]:
+    """The fingerprint of every certificate of a PEM bundle, in order."""
+    return [f for body in PEM_CERTIFICATE.findall(pem) if (f := _der_fingerprint(body))]
 
 
 def _short(fingerprint: str) -> str:
     return f"sha256:{fingerprint[:16]}"
 
 
-def _stack_root(resources: Sequence[Resource]) -> str | None:
-    """The fingerprint of the stack's own self-signed root CA, if there is exactly one known."""
-    roots = {
+def _stack_roots(resources: Sequence[Resource]) -> set[str]:
+    """The fingerprints of the stack's own self-signed root CAs (two during a rotation)."""
+    return {
         cert_fingerprint(pem) for r in resources
         if r.type == SELF_SIGNED_CERT and r.props.get("isCaCertificate") is True
         and isinstance(pem := r.props.get("certPem"), str) and pem
     }
-    return roots.pop() if len(roots) == 1 else None
+
+
+def _mesh_trusted_roots(resources: Sequence[Resource]) -> set[str]:
+    """The roots that every known `cacerts` trusts (root-cert.pem): a brought root is a root too."""
+    bundles = [set(cert_fingerprints(ca.trusted_pem)) for ca in _known_cacerts(resources)]
+    return set.intersection(*bundles) if bundles else set()
 
 
 def intermediate_ca_violations(resources: Iterable[Resource]) -> list[Violation]:
@@ -295,21 +312,85 @@ def intermediate_ca_violations(resources: Iterable[Resource]) -> list[Violation]
             issuers[cert.urn] = UNKNOWN
         else:
             issuers[cert.urn] = cert_fingerprint(pem) if isinstance(pem, str) and pem else None
-    stack_root = _stack_root(resources)
-    expected = stack_root or _consensus(v for v in issuers.values() if isinstance(v, str))
-    where = ("the stack's self-signed root" if stack_root
-             else f"the root of {_names(r for r in certs if issuers[r.urn] == expected)}")
+    # During a staged rotation the stack holds two roots that every cluster trusts: either may sign.
+    allowed = _stack_roots(resources) | _mesh_trusted_roots(resources)
+    if allowed:
+        where = "the stack's self-signed root" if _stack_roots(resources) else "the root every cacerts trusts"
+    else:
+        consensus = _consensus(v for v in issuers.values() if isinstance(v, str))
+        allowed = {consensus} if consensus else set()
+        where = f"the root of {_names(r for r in certs if issuers[r.urn] == consensus)}"
+    expected = " or ".join(_short(f) for f in sorted(allowed))
     for cert in certs:
         issuer = issuers[cert.urn]
-        if issuer is UNKNOWN or (issuer is not None and issuer == expected):
+        if issuer is UNKNOWN or (issuer is not None and issuer in allowed):
             continue
         if issuer is None:
             message = f"{cert.describe()} has no caCertPem; expected the mesh's single root CA"
         else:
-            message = (f"{cert.describe()} is signed by CA {_short(issuer)}; expected {_short(expected)}, "
+            message = (f"{cert.describe()} is signed by CA {_short(issuer)}; expected {expected}, "
                        f"{where}: every intermediate must chain to the mesh's single root, or "
                        "cross-cluster mTLS fails")
         violations.append(Violation(message, cert.urn))
+    return violations
+
+
+# 3b. Root rotation order ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cacerts:
+    resource: Resource
+    issuing_root: str  # fingerprint of the last certificate of cert-chain.pem
+    trusted_pem: str  # root-cert.pem
+
+
+def _secret_files(props: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A Secret's files: `data` (base64: pulumi-kubernetes normalizes stringData into it, and the API
+    server returns it) and `stringData`; None while any of it is unknown."""
+    data, string_data = props.get("data"), props.get("stringData")
+    if UNKNOWN in (data, string_data):
+        return None
+    files: dict[str, Any] = {}
+    for key, value in (data.items() if isinstance(data, Mapping) else ()):
+        if not isinstance(value, str):
+            return None
+        try:
+            files[key] = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, ValueError):
+            files[key] = None
+    files.update(string_data if isinstance(string_data, Mapping) else {})
+    return files
+
+
+def _known_cacerts(resources: Iterable[Resource]) -> list[_Cacerts]:
+    found = []
+    for resource in resources:
+        if resource.type != SECRET or get_path(resource.props, "metadata", "name") != CACERTS:
+            continue
+        files = _secret_files(resource.props) or {}
+        chain, trusted = files.get("cert-chain.pem"), files.get("root-cert.pem")
+        if isinstance(chain, str) and isinstance(trusted, str) and (roots := cert_fingerprints(chain)):
+            found.append(_Cacerts(resource, roots[-1], trusted))
+    return found
+
+
+def rotation_order_violations(resources: Iterable[Resource]) -> list[Violation]:
+    """Every root that a cluster issues from (the root of its cert-chain.pem) is in every cluster's
+    root-cert.pem: a cluster switches to a new root only once every cluster trusts it, and a root
+    leaves a root-cert.pem only once no cluster issues from it. Otherwise the workloads of one
+    cluster reject the certificates of another."""
+    cacerts = _known_cacerts(resources)
+    violations: list[Violation] = []
+    for issuer in cacerts:
+        lacking = [ca.resource for ca in cacerts if issuer.issuing_root not in cert_fingerprints(ca.trusted_pem)]
+        if lacking:
+            violations.append(Violation(
+                f"{issuer.resource.describe()} issues from root {_short(issuer.issuing_root)} (the last certificate "
+                f"of its cert-chain.pem), which the root-cert.pem of {_names(lacking)} does not hold; expected every "
+                "cacerts to trust every root a cacerts issues from: switch a cluster to a new root only once every "
+                "cluster trusts it (phase trust), and drop the old root only once every cluster has switched "
+                "(README: Certificates)", issuer.resource.urn))
     return violations
 
 
@@ -447,6 +528,11 @@ def _validate_intermediate_cas(args: StackValidationArgs, report_violation: Repo
         report_violation(violation.message, violation.urn)
 
 
+def _validate_rotation_order(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    for violation in rotation_order_violations(as_resource(r) for r in args.resources):
+        report_violation(violation.message, violation.urn)
+
+
 def _validate_load_balancers(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     for message in load_balancer_violations(as_resource(args)):
         report_violation(message)
@@ -473,6 +559,12 @@ INTERMEDIATE_CAS = StackValidationPolicy(
     description="Every LocallySignedCert is a CA (isCaCertificate, cert_signing) signed by the mesh's single root.",
     validate=_validate_intermediate_cas,
 )
+ROTATION_ORDER = StackValidationPolicy(
+    name="mesh-ca-every-cluster-trusts-every-issuing-root",
+    description="Every root a cacerts issues from (cert-chain.pem) is in every cacerts' root-cert.pem, so a root "
+                "rotation never skips a phase.",
+    validate=_validate_rotation_order,
+)
 LOAD_BALANCERS = ResourceValidationPolicy(
     name="load-balancers-only-for-gateways-on-stack-owned-nlbs",
     description="No Service of type LoadBalancer except the Istio gateways', each on an NLB the stack owns.",
@@ -493,4 +585,5 @@ PRODUCTION = ResourceValidationPolicy(
     }),
 )
 
-POLICIES: list[Policy] = [EXPLICIT_PROVIDER, ISTIO_RELEASES, INTERMEDIATE_CAS, LOAD_BALANCERS, PRODUCTION]
+POLICIES: list[Policy] = [EXPLICIT_PROVIDER, ISTIO_RELEASES, INTERMEDIATE_CAS, ROTATION_ORDER, LOAD_BALANCERS,
+                          PRODUCTION]

@@ -4,8 +4,8 @@ Mocks only record what the program registers; they never diff. This module repla
 decision for one resource given its previous registration: `ignore_changes` keeps the old value,
 `replace_on_changes` and the provider's own replace-on-change properties force a replacement, a
 replaced provider replaces everything it manages, and a new URN is a create (plus a delete of the
-old URN). The provider rules below are copied from the providers' sources, never from this
-project's code.
+old URN). The provider rules are the providers' own (cited to their sources), never this
+project's reading of its own code; `make e2e` runs the same program on the real engine.
 """
 
 from __future__ import annotations
@@ -19,44 +19,16 @@ SAME, UPDATE, REPLACE, CREATE, DELETE = "same", "update", "replace", "create", "
 # the preview shows a diff and `up` reports success, but nothing changes in the cloud.
 IGNORED_UPDATE = "ignored-update"
 
-# Input properties (camelCase, as the SDKs send them) whose change makes the provider replace the
-# resource. Sources:
-# - hashicorp/terraform-provider-tls internal/provider/resource_private_key.go (algorithm, rsa_bits,
-#   ecdsa_curve: RequiresReplace), resource_self_signed_cert.go, resource_cert_request.go,
-#   resource_locally_signed_cert.go and common_cert.go (every certificate argument RequiresReplace
-#   except early_renewal_hours).
-# - exoscale/terraform-provider-exoscale v0.66.0 exoscale/resource_exoscale_sks_cluster.go (zone,
-#   enable_kube_proxy ForceNew), resource_exoscale_sks_nodepool.go (cluster_id, zone ForceNew),
-#   resource_exoscale_sks_kubeconfig.go (every argument ForceNew), resource_exoscale_security_group.go
-#   (name, description ForceNew), resource_exoscale_security_group_rule.go (every argument
-#   ForceNew), resource_exoscale_anti_affinity_group.go (name, description ForceNew),
-#   resource_exoscale_nlb.go (zone ForceNew).
-# - pulumi-kubernetes: a Provider is replaced only when clusterIdentifier changes (Provider
-#   docs, `cluster_identifier`); provider/pkg/provider/diff.go: every object on
-#   .metadata.name/.metadata.namespace, a Secret on .type, and on .data/.stringData too unless
-#   the provider sets enableSecretMutable.
-CERTIFICATE_ARGUMENTS = ("validityPeriodHours", "allowedUses", "isCaCertificate", "setSubjectKeyId", "maxPathLength")
-REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
-    "tls:index/privateKey:PrivateKey": ("algorithm", "rsaBits", "ecdsaCurve"),
-    "tls:index/selfSignedCert:SelfSignedCert": (
-        "privateKeyPem", "subject", "dnsNames", "ipAddresses", "uris", "setAuthorityKeyId", *CERTIFICATE_ARGUMENTS,
-    ),
-    "tls:index/certRequest:CertRequest": ("privateKeyPem", "subject", "dnsNames", "ipAddresses", "uris"),
-    "tls:index/locallySignedCert:LocallySignedCert": (
-        "certRequestPem", "caCertPem", "caPrivateKeyPem", *CERTIFICATE_ARGUMENTS,
-    ),
-    "exoscale:index/sksCluster:SksCluster": ("zone", "enableKubeProxy"),
-    "exoscale:index/sksNodepool:SksNodepool": ("clusterId", "zone"),
-    "exoscale:index/sksKubeconfig:SksKubeconfig": (
-        "clusterId", "zone", "user", "groups", "ttlSeconds", "earlyRenewalSeconds",
-    ),
-    "exoscale:index/securityGroup:SecurityGroup": ("name", "description"),
-    "exoscale:index/securityGroupRule:SecurityGroupRule": (
-        "type", "securityGroupId", "protocol", "startPort", "endPort", "icmpType", "icmpCode", "cidr",
-        "userSecurityGroupId", "publicSecurityGroup", "description",
-    ),
-    "exoscale:index/antiAffinityGroup:AntiAffinityGroup": ("name", "description"),
-    "exoscale:index/nlb:Nlb": ("zone",),
+# The TLS and Exoscale providers' rules have one copy: the schemas of the stand-in plugins that the
+# real engine drives in `make e2e` (e2e/providers, each rule cited to terraform-provider-tls and
+# terraform-provider-exoscale and unit-tested). An input whose change replaces the resource is
+# REPLACE there; one that the provider neither replaces on nor sends on update (SKS `cni`,
+# `serviceLevel`: "may only be set at creation time") is IGNORED.
+# pulumi-kubernetes: a Provider is replaced only when clusterIdentifier changes (Provider docs,
+# `cluster_identifier`); provider/pkg/provider/diff.go: every object on .metadata.name and
+# .metadata.namespace, a Secret on .type, and on .data/.stringData too unless the provider sets
+# enableSecretMutable. The real provider decides these in `make e2e`.
+KUBERNETES_RULES: dict[str, tuple[str, ...]] = {
     "pulumi:providers:kubernetes": ("clusterIdentifier",),
     # pulumi-kubernetes provider/pkg/provider/diff.go (forceNew: batch/v1 Job, apps/v1 Deployment,
     # core/v1 Service) and helm_release.go (forceNewFields .name, .namespace).
@@ -69,12 +41,23 @@ KUBERNETES_REPLACE_ON_CHANGE = ("metadata.name", "metadata.namespace")
 SECRET_TYPE = "kubernetes:core/v1:Secret"
 SECRET_DATA = ("data", "stringData")
 
-# Create-only arguments that are neither ForceNew nor sent by Update: terraform-provider-exoscale
-# v0.66.0 resource_exoscale_sks_cluster.go (schema: "may only be set at creation time"; Update
-# sends name, description, labels, auto_upgrade, feature_gates, oidc, version only).
-IGNORED_ON_UPDATE: dict[str, tuple[str, ...]] = {
-    "exoscale:index/sksCluster:SksCluster": ("cni", "serviceLevel", "exoscaleCcm", "metricsServer"),
-}
+
+def _standin_rules() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    from e2e.providers import exoscale, tls  # noqa: PLC0415 - test infrastructure, loaded once below
+    from e2e.providers.base import Rule  # noqa: PLC0415
+
+    replace: dict[str, tuple[str, ...]] = {}
+    ignored: dict[str, tuple[str, ...]] = {}
+    for provider in (exoscale.provider(), tls.provider()):
+        for token, handler in provider.handlers.items():
+            rules = handler.schema.inputs
+            replace[token] = tuple(key for key, rule in rules.items() if rule is Rule.REPLACE)
+            ignored[token] = tuple(key for key, rule in rules.items() if rule is Rule.IGNORED)
+    return replace, ignored
+
+
+_STANDIN_REPLACE, IGNORED_ON_UPDATE = _standin_rules()
+REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {**_STANDIN_REPLACE, **KUBERNETES_RULES}
 
 
 def changed_paths(old: Any, new: Any, prefix: str = "") -> Iterator[str]:

@@ -39,6 +39,16 @@ MAIN = ROOT / "__main__.py"
 # they are restated here to find secret envelopes in the raw inputs.
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+# What pulumi.get_organization() returns on a file (or S3) backend.
+ORGANIZATION = "organization"
+
+
+def stack_reference_outputs(outputs: Mapping[str, StackOutput]) -> dict[str, Any]:
+    """What the engine's StackReference read returns for a stack whose last deployment exported `outputs`
+    (pulumi/pulumi pkg/resource/deploy/builtins.go: `outputs` and `secretOutputNames`)."""
+    return {"outputs": {key: output.value for key, output in outputs.items() if output.value is not None},
+            "secretOutputNames": sorted(key for key, output in outputs.items() if output.secret)}
 
 
 def is_wire_secret(value: Any) -> bool:
@@ -93,6 +103,8 @@ class Recording:
     deleted: list[Registered] = field(default_factory=list)
     # What `pulumi.log.warn` showed the user.
     warnings: list[str] = field(default_factory=list)
+    # Resources the program reads rather than manages (the StackReference to the last deployment).
+    reads: list[Registered] = field(default_factory=list)
 
     def steps(self) -> dict[str, str]:
         """Resource name -> what the engine does with it (testing/engine.py), deletes included."""
@@ -114,7 +126,7 @@ class Recording:
         return matches[0]
 
     def by_urn(self, urn: str) -> Registered:
-        return next(r for r in self.resources if r.urn == urn)
+        return next(r for r in (*self.resources, *self.reads) if r.urn == urn)
 
     def k8s_objects(self, kind: str) -> list[Registered]:
         return [r for r in self.resources if r.type.startswith("kubernetes:") and r.type.endswith(f":{kind}")]
@@ -154,14 +166,18 @@ class _EngineReplay(pulumi.runtime.Mocks):
     The SDK's MockMonitor.RegisterResource calls `new_resource` synchronously on the thread that
     registers, so the decision travels in a thread-local rather than in a private SDK hook."""
 
-    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+    def __init__(self, mocks: pulumi.runtime.Mocks, previous_outputs: Mapping[str, StackOutput]) -> None:
         self.mocks = mocks
         self.decision = threading.local()
+        self.previous_outputs = previous_outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
         return self.mocks.call(args)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == STACK_REFERENCE:
+            # The stack's own last deployment: the previous run's exports (none for a new stack).
+            return args.resource_id, {"name": args.resource_id, **stack_reference_outputs(self.previous_outputs)}
         decision: _Decision | None = getattr(self.decision, "current", None)
         if decision is None:
             return self.mocks.new_resource(args)
@@ -174,9 +190,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     """Records every registration; with the previous run's recording it also plays the engine."""
 
     def __init__(self, mocks: MeshMocks, previous: Recording | None = None) -> None:
-        self.replay = _EngineReplay(mocks)
+        self.replay = _EngineReplay(mocks, previous.outputs if previous else {})
         super().__init__(self.replay)
         self.registrations: list[Registered] = []
+        self.reads: list[Registered] = []
         self.stack_urn = ""
         self.previous = {r.urn: r for r in previous.resources} if previous else {}
         self.provider_inputs: dict[str, dict[str, Any]] = {}
@@ -234,6 +251,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             provider_ref=request.provider,
             delete_before_replace=bool(request.deleteBeforeReplace),
             step=step,
+        ))
+        return response
+
+    def ReadResource(self, request: Any) -> Any:
+        response = super().ReadResource(request)
+        self.reads.append(Registered(
+            type=request.type, name=request.name, urn=response.urn, id=request.id, parent=request.parent,
+            provider_urn="", dependencies=set(request.dependencies), inputs={}, wire_inputs={}, custom=True,
+            protect=False, deleted_with="", additional_secret_outputs=[], create_timeout="",
+            outputs=unwrap(rpc.deserialize_properties(response.properties)), step=engine.SAME,
         ))
         return response
 
@@ -301,7 +328,7 @@ def _run(
     logger.addHandler(warnings)
     outputs = run_main(monitor, config, stack, secret_keys=secret_keys, preview=preview, other_config=other_config,
                        logger=logger)
-    return Recording(monitor.registrations, outputs, monitor.stack_urn, warnings=warnings.messages)
+    return Recording(monitor.registrations, outputs, monitor.stack_urn, warnings=warnings.messages, reads=monitor.reads)
 
 
 def run_main(
@@ -315,8 +342,8 @@ def run_main(
          **{k: _as_config_value(v) for k, v in (other_config or {}).items()}},
         [f"{PROJECT}:{k}" for k in secret_keys],
     )
-    pulumi.runtime.set_mocks(
-        monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor, logger=logger)
+    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor,
+                             logger=logger, organization=ORGANIZATION)
     outputs: dict[str, StackOutput] = {}
 
     def program() -> pulumi.Output[list[Any]]:

@@ -1,19 +1,12 @@
-"""Test-only helpers beside the shared runner (testing/): chart data and Kubernetes validation."""
+"""Test-only helpers beside the shared runner (testing/): Kubernetes validation."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 
-from testing.program import ROOT, Registered
-
-SHARED = ROOT.parent / "shared"
-
-def shared_charts(version: str) -> Path:
-    return SHARED / "istio-charts" / version
-
+from testing.program import Registered
 
 # SKS runs Kubernetes 1.33-1.35; validate against the middle one, strictly (unknown fields fail).
 KUBERNETES_VERSION = "1.34.0"

@@ -1,36 +1,43 @@
-"""Istio's own chart values and CRD schemas from ../shared/istio-charts/<version> (never copied)."""
+"""Istio's own chart values and CRD schemas, read from the pinned charts themselves (fetched and
+verified by testing/charts.py, never copied into the project)."""
 
 from __future__ import annotations
 
 import json
-import tarfile
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
-from tests.harness import shared_charts
+from testing.charts import ChartError, chart_file
 
 # Values below these keys are free-form in the charts: meshConfig is Istio's MeshConfig API
 # (checked by istiod, not by the chart) and annotation maps take any key.
 FREE_FORM = ("meshConfig", "service.annotations")
 
 
-def charts_dir(version: str) -> Path:
-    path = shared_charts(version)
-    if not path.is_dir():
-        pytest.skip(f"Istio chart data for {version} not found at {path} (../shared beside the project)")
-    return path
+# A chart fetch that failed is not retried by every test that needs the charts: each fails at once
+# with the same one-line reason.
+_FAILED: dict[str, str] = {}
+
+
+def pinned_chart_file(version: str, chart: str, path: str) -> bytes:
+    if version in _FAILED:
+        pytest.fail(_FAILED[version], pytrace=False)
+    try:
+        return chart_file(version, chart, path)
+    except ChartError as error:
+        _FAILED[version] = f"Istio charts: {error}"
+        pytest.fail(_FAILED[version], pytrace=False)
 
 
 @cache
 def chart_defaults(version: str, chart: str) -> dict[str, Any]:
     """A chart's documented values; since Istio 1.24 they sit under _internal_defaults_do_not_set
     but are set at the top level."""
-    values = yaml.safe_load((charts_dir(version) / f"{chart}-values.yaml").read_text())
+    values = yaml.safe_load(pinned_chart_file(version, chart, "values.yaml"))
     return {**values.get("_internal_defaults_do_not_set", {}), **{k: v for k, v in values.items()
                                                                      if k != "_internal_defaults_do_not_set"}}
 
@@ -51,7 +58,7 @@ def unknown_value_keys(values: dict[str, Any], defaults: dict[str, Any], prefix:
 
 @cache
 def gateway_schema(version: str) -> dict[str, Any]:
-    return json.loads((charts_dir(version) / "gateway-values.schema.json").read_text())
+    return json.loads(pinned_chart_file(version, "gateway", "values.schema.json"))
 
 
 def validate_gateway_values(version: str, values: dict[str, Any]) -> None:
@@ -62,7 +69,8 @@ def validate_gateway_values(version: str, values: dict[str, Any]) -> None:
 @cache
 def _crds(version: str) -> dict[tuple[str, str], dict[str, Any]]:
     found = {}
-    for document in yaml.safe_load_all((charts_dir(version) / "crd-all.gen.yaml").read_text()):
+    # The base chart carries every Istio CRD in files/crd-all.gen.yaml (templates/crds.yaml renders it).
+    for document in yaml.safe_load_all(pinned_chart_file(version, "base", "files/crd-all.gen.yaml")):
         if document and document.get("kind") == "CustomResourceDefinition":
             spec = document["spec"]
             for served in spec["versions"]:
@@ -94,11 +102,8 @@ def _closed(schema: Any) -> Any:
 
 
 def chart_template(version: str, chart: str, template: str) -> str:
-    """One template of a chart as packaged in the pinned repository (repo/<chart>-<version>.tgz)."""
-    with tarfile.open(charts_dir(version) / "repo" / f"{chart}-{version}.tgz") as archive:
-        member = archive.extractfile(f"{chart}/templates/{template}")
-        assert member is not None, f"{chart} {version} has no template {template}"
-        return member.read().decode()
+    """One template of a pinned chart."""
+    return pinned_chart_file(version, chart, f"templates/{template}").decode()
 
 
 def with_chart_defaults(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

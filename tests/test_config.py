@@ -227,7 +227,67 @@ BAD_VALUE = {"not": "valid"}
 @pytest.mark.parametrize("key", [k for k in config_keys() if "." not in k and "[" not in k])
 def test_every_documented_top_level_key_is_read_and_validated(key):
     found = problems({key: BAD_VALUE}, frozenset({key}))
-    assert any(p.startswith(f"sks-istio-mesh:{key}:") and "unknown key" not in p for p in found), found
+    # An object-valued key reports the object's own keys (rootCaRotation.toGeneration: missing).
+    assert any(p.startswith((f"sks-istio-mesh:{key}:", f"sks-istio-mesh:{key}."))
+               and "unknown key" not in p for p in found), found
+
+
+@pytest.mark.parametrize("key", [k.removeprefix("rootCaRotation.") for k in config_keys()
+                                 if k.startswith("rootCaRotation.")])
+def test_every_documented_rotation_key_is_read_and_validated(key):
+    found = problems({"rootCaRotation": {"toGeneration": 2, "phase": "trust", key: BAD_VALUE}},
+                     frozenset({"rootCaRotation"}))
+    assert any(p.startswith(f"sks-istio-mesh:rootCaRotation.{key}:") for p in found), found
+
+
+ROTATION = {"toGeneration": 2, "phase": "switch", "switchedClusters": ["cluster1"]}
+
+
+@pytest.mark.parametrize(("rotation", "extra", "expected"), [
+    ({"toGeneration": 3}, {}, 'sks-istio-mesh:rootCaRotation.toGeneration: 3 is not allowed; expected '
+     "rootCaGeneration + 1 (2): a rotation moves from the running root to the next generation"),
+    ({"toGeneration": 3}, {"rootCaGeneration": 2}, None),
+    ({"phase": "cutover"}, {}, 'sks-istio-mesh:rootCaRotation.phase: "cutover" is not allowed; expected one of '
+     "trust (every cluster trusts both roots), switch (switchedClusters issue from the new root), finalize "
+     "(only the new root)"),
+    ({"switchedClusters": ["cluster1", "cluster9"]}, {}, 'sks-istio-mesh:rootCaRotation.switchedClusters[1]: '
+     '"cluster9" is not allowed; expected one of the configured clusters (cluster1, cluster2), each once'),
+    ({"phase": "trust"}, {}, 'sks-istio-mesh:rootCaRotation.switchedClusters: ["cluster1"] is not allowed; '
+     "expected empty in phase trust: no cluster switches before every cluster trusts the new root"),
+    ({"switchedClusters": []}, {}, "sks-istio-mesh:rootCaRotation.switchedClusters: [] is not allowed; expected "
+     "one or more configured clusters in phase switch"),
+    ({"phase": "finalize"}, {}, 'sks-istio-mesh:rootCaRotation.switchedClusters: ["cluster1"] is not allowed; '
+     "expected every configured cluster (cluster1, cluster2) or unset in phase finalize: every cluster has "
+     "switched before"),
+    ({}, {"multiRootTrust": False}, "sks-istio-mesh:multiRootTrust: false is not allowed; expected true while "
+     "rootCaRotation is set: without ISTIO_MULTIROOT_MESH istiod ignores the second root"),
+], ids=["toGeneration", "toGeneration-2-to-3", "phase", "unknown-cluster", "trust-with-switched", "switch-none",
+        "finalize-partial", "flags-off"])
+def test_a_rotation_block_names_each_bad_value(rotation, extra, expected):
+    raw = {"rootCaRotation": {**ROTATION, **rotation}, **extra}
+    if expected is None:
+        assert parse(raw).root_ca_rotation.to_generation == 3
+    else:
+        assert problems(raw) == [expected]
+
+
+def test_finalize_may_list_every_cluster_or_none():
+    for switched in ([], ["cluster2", "cluster1"]):
+        parse({"rootCaRotation": {"toGeneration": 2, "phase": "finalize", "switchedClusters": switched}})
+
+
+def test_an_own_new_root_needs_both_pems_and_a_secret_key_that_is_never_echoed():
+    own = {"toGeneration": 2, "phase": "trust", "rootCaCertPem": ROOT_PEM}
+    assert "both" in only_problem({"rootCaRotation": own}).split("expected ")[1]
+    message = only_problem({"rootCaRotation": {**own, "rootCaKeyPem": KEY_PEM}})
+    assert message == ("sks-istio-mesh:rootCaRotation.rootCaKeyPem: (secret value) is not allowed; expected a secret: "
+                       "set it with `pulumi config set --secret --path rootCaRotation.rootCaKeyPem`")
+    settings = parse({"rootCaRotation": {**own, "rootCaKeyPem": KEY_PEM}}, frozenset({"rootCaRotation"}))
+    assert settings.pki.new_root is not None and settings.pki.new_root.cert_pem == ROOT_PEM
+
+
+def test_multi_root_trust_is_on_by_default():
+    assert parse({}).multi_root_trust is True
 
 
 @pytest.mark.parametrize("key", [k.removeprefix("clusters[].") for k in config_keys() if k.startswith("clusters[].")])

@@ -79,6 +79,29 @@ def test_istiod_values_name_the_mesh_cluster_and_network_and_turn_on_dns_proxyin
         assert values["global"]["meshID"] == SETTINGS.mesh_id
         assert values["global"]["multiCluster"]["clusterName"] == cluster.name
         assert values["global"]["network"] == cluster.network
+        assert values["meshConfig"]["defaultConfig"]["proxyMetadata"]["ISTIO_META_DNS_CAPTURE"] == "true"
+
+
+# Istio's names (pilot/pkg/features: ISTIO_MULTIROOT_MESH, istiod's environment; pilot/cmd/pilot-agent
+# options: PROXY_CONFIG_XDS_AGENT, the agent's environment from proxyMetadata). Strings: Helm writes env
+# values quoted and the agent parses them as booleans.
+MULTIROOT_ENV = {"ISTIO_MULTIROOT_MESH": "true"}
+MULTIROOT_METADATA = {"PROXY_CONFIG_XDS_AGENT": "true"}
+
+
+def test_multi_root_trust_is_on_by_default_in_istiod_and_every_proxy(dev):
+    for cluster in SETTINGS.clusters:
+        values = release(dev, cluster.name, "istiod").inputs["values"]
+        assert values["env"] == MULTIROOT_ENV
+        assert values["meshConfig"]["defaultConfig"]["proxyMetadata"] == {
+            "ISTIO_META_DNS_CAPTURE": "true", **MULTIROOT_METADATA}
+
+
+def test_multi_root_trust_can_be_turned_off():
+    recording = run_program({**stack_config("dev"), "multiRootTrust": False})
+    for cluster in SETTINGS.clusters:
+        values = release(recording, cluster.name, "istiod").inputs["values"]
+        assert "env" not in values
         assert values["meshConfig"]["defaultConfig"]["proxyMetadata"] == {"ISTIO_META_DNS_CAPTURE": "true"}
 
 

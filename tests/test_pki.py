@@ -196,7 +196,7 @@ def test_root_ca_settings_never_replace_the_running_root_and_say_so(dev, key, va
     for name, step in changed.changed().items():
         assert intermediate_resource(name) or (name.endswith("-cacerts") and step == engine.UPDATE) \
             or name.endswith("-exodemo-smoke-test"), (name, step)
-    assert any(key in warning and "rootCaGeneration" in warning for warning in changed.warnings), changed.warnings
+    assert any(key in warning and "rootCaRotation" in warning for warning in changed.warnings), changed.warnings
 
 
 def bigger_nodepools() -> dict:
@@ -213,36 +213,40 @@ def test_an_unrelated_change_replaces_nothing(dev, config):
     assert changed.warnings == []
 
 
-def test_bumping_the_root_generation_rotates_the_root_and_every_intermediate_and_nothing_else(dev):
-    rotated = run_program({**stack_config("dev"), "rootCaGeneration": 2}, previous=dev)
-    steps = rotated.steps()
-    new_root = rotated.outputs["rootCertPem"].value
-    assert new_root != dev.outputs["rootCertPem"].value
-    for name, step in rotated.changed().items():
-        if name in ROOT_RESOURCES or (intermediate_resource(name) and not name.startswith("mesh-ca-g2-")):
-            assert step == engine.DELETE, name
-        elif name.startswith("mesh-ca-"):
-            assert step == engine.CREATE, name
-        else:
-            assert (name.endswith("-cacerts") and step == engine.UPDATE) or name.endswith("-smoke-test"), name
-    (root,) = certs(new_root)
-    for cluster in CLUSTERS:
-        files = cacerts(rotated, cluster)
-        assert files["root-cert.pem"] == new_root
-        certs(files["ca-cert.pem"])[0].verify_directly_issued_by(root)
-    assert steps["cluster1"] == steps["cluster1-istio-remote-secret-cluster2"] == engine.SAME
-    assert rotated.warnings == []
-
-
-def test_a_new_own_root_without_a_generation_bump_stops_the_deploy(own_root):
-    before = run_program(stack_config("dev"))
+def test_a_new_own_root_without_a_rotation_stops_the_deploy(dev, own_root):
     cert_pem, key_pem = own_root
     byo = {**stack_config("dev"), "rootCaCertPem": cert_pem, "rootCaKeyPem": key_pem}
-    # Switching to an own root is a root change like any other: it needs the explicit step.
-    error, _ = run_failing_program(byo, secret_keys=("rootCaKeyPem",), previous=before)
+    # Switching to an own root is a root change like any other: it needs the staged rotation.
+    error, _ = run_failing_program(byo, secret_keys=("rootCaKeyPem",), previous=dev)
     assert isinstance(error, pulumi.RunError), type(error)  # printed as its message, without a traceback
-    assert "rootCaCertPem" in str(error) and "rootCaGeneration" in str(error)
-    rotated = run_program({**byo, "rootCaGeneration": 2}, secret_keys=("rootCaKeyPem",), previous=before)
-    assert rotated.outputs["rootCertPem"].value == cert_pem
-    for cluster in CLUSTERS:
-        assert cacerts(rotated, cluster)["root-cert.pem"] == cert_pem
+    assert "rootCaCertPem" in str(error) and "rootCaRotation" in str(error)
+
+
+def own_rotation(phase: str, cert_pem: str, key_pem: str, *switched: str) -> dict:
+    return {"rootCaRotation": {"toGeneration": 2, "phase": phase, "switchedClusters": list(switched),
+                               "rootCaCertPem": cert_pem, "rootCaKeyPem": key_pem}}
+
+
+def test_a_generated_root_rotates_to_an_own_root_in_stages_and_the_end_changes_nothing(dev, own_root):
+    cert_pem, key_pem = own_root
+    (own,) = certs(cert_pem)
+    (old,) = certs(cacerts(dev, "cluster1")["root-cert.pem"])
+    previous = dev
+    for phase, switched in (("trust", ()), ("switch", ("cluster2",)), ("switch", CLUSTERS), ("finalize", ())):
+        previous = run_program({**stack_config("dev"), **own_rotation(phase, cert_pem, key_pem, *switched)},
+                               secret_keys=("rootCaRotation",), previous=previous)
+        for cluster in CLUSTERS:
+            files = cacerts(previous, cluster)
+            trusted = [own] if phase == "finalize" else [old, own]
+            assert [c.fingerprint(hashes.SHA256()) for c in certs(files["root-cert.pem"])] == \
+                [c.fingerprint(hashes.SHA256()) for c in trusted]
+            issuer = own if phase == "finalize" or cluster in switched else old
+            certs(files["ca-cert.pem"])[0].verify_directly_issued_by(issuer)
+        for name in (f"mesh-ca-g2-{c}-intermediate-cert" for c in CLUSTERS if phase == "finalize" or c in switched):
+            # The brought key is a secret on the wire, like the top-level rootCaKeyPem.
+            assert is_wire_secret(previous.named(name).wire_inputs["caPrivateKeyPem"])
+    assert "mesh-ca-root-key" not in {r.name for r in previous.resources}
+    # The rotation ends: the new root's PEMs move to the top-level keys, and nothing changes.
+    ended = run_program({**stack_config("dev"), "rootCaGeneration": 2, "rootCaCertPem": cert_pem,
+                         "rootCaKeyPem": key_pem}, secret_keys=("rootCaKeyPem",), previous=previous)
+    assert ended.changed() == {}

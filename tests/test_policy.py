@@ -7,6 +7,7 @@ proxy, as `pulumi preview --policy-pack policy` does; unknown values use its pre
 
 from __future__ import annotations
 
+import base64
 import runpy
 import sys
 from pathlib import Path
@@ -286,6 +287,61 @@ def test_unknown_ca_values_in_preview_are_skipped_but_known_ones_still_fail(dev)
     assert "has isCaCertificate false; expected true" in message
 
 
+# 3b. Root rotation order -------------------------------------------------------------------------
+
+
+def cacerts_secret(recording: Recording, cluster: str, encoding: str = "stringData", **files: str) -> PolicyResource:
+    """A cluster's cacerts as the pack sees it: stringData as the program sends it, or `data` (base64) as
+    pulumi-kubernetes normalizes it; `files` replace some of the recording's."""
+    secret = recording.named(f"{cluster}-cacerts", mp.SECRET)
+    content = {**secret.inputs["stringData"], **files}
+    if encoding == "data":
+        content = {k: base64.b64encode(v.encode()).decode() for k, v in content.items()}
+    return stack_resource(mp.SECRET, secret.name, {"metadata": secret.inputs["metadata"], encoding: content})
+
+
+def rotation_files(steps: dict[str, Recording], cluster: str, step: str) -> dict[str, str]:
+    return steps[step].named(f"{cluster}-cacerts").inputs["stringData"]
+
+
+@pytest.mark.parametrize("encoding", ["stringData", "data"])
+def test_a_cluster_switched_while_another_does_not_trust_the_new_root_is_rejected(rotation_steps, encoding):
+    # cluster1 issues from the new root (switch) while cluster2 and cluster3 still trust the old root only.
+    switched = rotation_files(rotation_steps, "cluster1", "switch cluster1")
+    resources = [cacerts_secret(rotation_steps["before"], "cluster1", encoding, **switched),
+                 cacerts_secret(rotation_steps["before"], "cluster2", encoding),
+                 cacerts_secret(rotation_steps["before"], "cluster3", encoding)]
+    [message] = check_stack(mp.ROTATION_ORDER, resources)
+    new_root = mp.cert_fingerprints(switched["cert-chain.pem"])[-1]
+    assert message.startswith(f'{mp.SECRET} "cluster1-cacerts" issues from root sha256:{new_root[:16]} (the last '
+                              'certificate of its cert-chain.pem), which the root-cert.pem of "cluster2-cacerts", '
+                              '"cluster3-cacerts" does not hold')
+
+
+def test_dropping_the_old_root_while_a_cluster_still_issues_from_it_is_rejected(rotation_steps):
+    # cluster1 and cluster2 finalized (new root only) while cluster3 still issues from the old root.
+    resources = [cacerts_secret(rotation_steps["switch cluster2"], c, **rotation_files(rotation_steps, c, "finalize"))
+                 for c in ("cluster1", "cluster2")] + [cacerts_secret(rotation_steps["switch cluster2"], "cluster3")]
+    [message] = check_stack(mp.ROTATION_ORDER, resources)
+    assert message.startswith(f'{mp.SECRET} "cluster3-cacerts" issues from root sha256:')
+    assert 'the root-cert.pem of "cluster1-cacerts", "cluster2-cacerts" does not hold' in message
+
+
+def test_unknown_cacerts_in_preview_are_skipped(rotation_steps):
+    unknown = stack_resource(mp.SECRET, "cluster1-cacerts", {"metadata": {"name": "cacerts"},
+                                                             "data": UNKNOWN_STRING_VALUE})
+    assert check_stack(mp.ROTATION_ORDER, [unknown, cacerts_secret(rotation_steps["trust"], "cluster2")]) == []
+
+
+def test_every_phase_of_the_staged_rotation_passes_every_policy(rotation_steps):
+    for step, recording in rotation_steps.items():
+        assert pack_violations(recording) == [], step
+    # Not vacuous: two roots and intermediates under each of them were seen.
+    switched = rotation_steps["switch cluster1"]
+    assert len(switched.of_type(mp.SELF_SIGNED_CERT)) == 2
+    assert len({r.inputs["caCertPem"] for r in switched.of_type(mp.LOCALLY_SIGNED_CERT)}) == 2
+
+
 # 4. Load balancers ------------------------------------------------------------------------------
 
 
@@ -422,7 +478,7 @@ def test_policy_pack_entry_point_builds_one_mandatory_pack_of_every_policy(monke
     assert pack["name"] == "sks-istio-mesh-invariants"
     assert pack["enforcement_level"] == EnforcementLevel.MANDATORY
     assert [p.name for p in pack["policies"]] == [p.name for p in mp.POLICIES]
-    assert len({p.name for p in mp.POLICIES}) == 5
+    assert len({p.name for p in mp.POLICIES}) == 6
 
 
 def test_policy_pack_runs_in_the_project_venv_with_pinned_requirements():

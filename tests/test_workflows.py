@@ -1,7 +1,8 @@
 """The GitHub workflows: actionlint-clean, and wired as the README's CI section describes.
 
-pull_request.yml runs the README's test command, then a `pulumi preview` with the policy pack per
-stack, commented on the PR; push.yml (main) runs the tests, `pulumi up` on dev, then on prod behind
+pull_request.yml runs the README's test command and its end-to-end command (Go and the built e2e
+tools cached by the tool modules), then a `pulumi preview` with the policy pack per stack,
+commented on the PR; push.yml (main) runs the tests, `pulumi up` on dev, then on prod behind
 the `production` environment. Both install their own dependencies (pulumi/actions installs none)
 and log in to the SOS bucket named by the PULUMI_BACKEND_URL secret.
 """
@@ -325,3 +326,53 @@ def test_pulumi_cli_is_pinned_to_the_sdk_version():
         for job_id, _, step in pulumi_steps(load(path)):
             cli = str(step.get("with", {}).get("pulumi-version"))
             assert cli == sdk, f"{path.name} {job_id}: pulumi-version {cli} must match requirements.txt's pulumi=={sdk}"
+
+
+E2E_COMMAND = "make e2e"  # the README's end-to-end command
+GO_CACHES = ("~/.cache/go-build", "~/go/pkg/mod")  # Go's default GOCACHE and GOMODCACHE on Linux
+E2E_TOOLS = "e2e/.bin"
+# What e2e/tools/build.sh builds from: a change to any of them must miss the cache.
+TOOL_INPUTS = {"e2e/tools/**/go.mod", "e2e/tools/**/go.sum", "e2e/tools/**/*.go", "e2e/tools/build.sh"}
+
+
+def newest_go_directive() -> tuple[int, int]:
+    """The Go release the e2e tool modules require (their `go` lines)."""
+    found = [tuple(int(n) for n in m.groups())
+             for path in (ROOT / "e2e" / "tools").glob("*/go.mod")
+             for m in [re.search(r"^go (\d+)\.(\d+)", path.read_text(), re.M)] if m]
+    assert found, "no go.mod under e2e/tools"
+    return max(found)
+
+
+def test_pull_requests_run_the_e2e_with_go_and_the_charts_from_the_official_repository():
+    workflow = load(PULL_REQUEST)
+    runs = [(job_id, job, i) for job_id, job in jobs(workflow).items()
+            for i, step in enumerate(job.get("steps") or []) if str(step.get("run", "")).strip() == E2E_COMMAND]
+    assert runs, f"pull_request.yml must run `{E2E_COMMAND}`"
+    ((job_id, job, index),) = runs
+    assert "if" not in job, "forks' pull requests run the e2e too: it needs no secrets"
+    before = job["steps"][:index]
+    gos = [s for s in before if uses(s, "actions/setup-go")]
+    assert gos, f"{job_id}: `{E2E_COMMAND}` builds its tools with Go: add actions/setup-go"
+    version = tuple(int(n) for n in str(gos[0]["with"]["go-version"]).split(".")[:2])
+    assert version >= newest_go_directive(), f"{job_id}: the tool modules need Go {newest_go_directive()}"
+    # The charts come from istioChartRepository's default, not a mirror that a runner does not have.
+    for step in job["steps"]:
+        assert "ISTIO_CHART_MIRROR" not in step_env(workflow, job, step), f"{job_id}: leave ISTIO_CHART_MIRROR unset"
+
+
+def test_the_e2e_tools_and_go_caches_are_cached_by_the_tool_modules():
+    workflow = load(PULL_REQUEST)
+    ((job_id, job),) = [(i, j) for i, j in jobs(workflow).items()
+                        if any(str(s.get("run", "")).strip() == E2E_COMMAND for s in j.get("steps") or [])]
+    steps = job["steps"]
+    e2e = next(i for i, s in enumerate(steps) if str(s.get("run", "")).strip() == E2E_COMMAND)
+    caches = [s for s in steps[:e2e] if uses(s, "actions/cache")]
+    assert caches, f"{job_id}: cache the Go caches and {E2E_TOOLS} before `{E2E_COMMAND}`"
+    inputs = caches[0]["with"]
+    paths = {line.strip() for line in str(inputs["path"]).splitlines() if line.strip()}
+    assert {*GO_CACHES, E2E_TOOLS} <= paths, paths
+    (hashed,) = re.findall(r"hashFiles\(([^)]*)\)", inputs["key"])
+    assert set(re.findall(r"'([^']+)'", hashed)) == TOOL_INPUTS
+    assert not any(uses(s, "actions/setup-go") and s.get("with", {}).get("cache") not in (False, "false")
+                   for s in steps), f"{job_id}: setup-go's own cache (keyed by a root go.sum) would miss"
