@@ -160,6 +160,10 @@ def test_a_staged_root_rotation_never_leaves_a_pair_of_clusters_without_trust(me
         running = fresh
     assert not failures, "\n".join(failures)
     assert all(b == [new_root] for b in distributed_bundles(mesh).values()), "only the new root after the rotation"
+    # The old root's key has left the stack's state; the new root's key is there.
+    held = {_public_key_pem(r["outputs"]["publicKeyPem"]) for r in mesh.engine.resources()
+            if r["type"] == "tls:index/privateKey:PrivateKey"}
+    assert _public_key_pem(_load(old_root)) not in held and _public_key_pem(_load(new_root)) in held
 
     # The negative run: the old hard cut, a new root everywhere at once (istiod restarted, as the old
     # runbook said), the running workloads' certificates kept. The same matrix must fail here, or it
@@ -167,6 +171,12 @@ def test_a_staged_root_rotation_never_leaves_a_pair_of_clusters_without_trust(me
     bundles = _wait_for_bundles(mesh, [_hard_cut(mesh)], "hard cut")
     failures = matrix_failures(running, bundles, tmp_path, "hard cut, certificates kept")
     assert len(failures) == len(running) * len(bundles), failures
+
+
+def _public_key_pem(source: x509.Certificate | str) -> str:
+    key = source.public_key() if isinstance(source, x509.Certificate) else serialization.load_pem_public_key(
+        source.encode())
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def _all_of_length(bundles: dict[str, list[str]], length: int) -> dict[str, list[str]] | None:
