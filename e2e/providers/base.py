@@ -12,6 +12,7 @@ is a replacement too, as Terraform plans it ("known after apply" forces replacem
 
 from __future__ import annotations
 
+import abc
 import enum
 import sys
 from collections.abc import Callable, Mapping
@@ -157,13 +158,14 @@ def property_diffs(schema: Schema, olds: Mapping[str, Any], news: Mapping[str, A
 REPLACE_KINDS = {PropertyDiffKind.ADD_REPLACE, PropertyDiffKind.DELETE_REPLACE, PropertyDiffKind.UPDATE_REPLACE}
 
 
-class Handler:
+class Handler(abc.ABC):
     """Create, read, update and delete of one resource type; plain values in and out."""
 
     schema: Schema
 
+    @abc.abstractmethod
     def create(self, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        raise NotImplementedError
+        """The new resource's id and state."""
 
     def update(self, resource_id: str, olds: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
         """`changes`: the new values of the inputs whose rule is UPDATE and that changed."""
