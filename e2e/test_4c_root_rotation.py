@@ -136,10 +136,21 @@ def test_a_staged_root_rotation_never_leaves_a_pair_of_clusters_without_trust(me
     old_bundle = next(iter(before.values()))
     assert len(old_bundle) == 1 and all(b == old_bundle for b in before.values()), before
     old_root, new_root = old_bundle[0], ""
+    names = list(mesh.control_planes)
     running = issue_chains(istiods, before)  # the workloads' certificates before the rotation
     assert not matrix_failures(running, before, tmp_path, "before")
     failures: list[str] = []
-    for step, switched, config in _rotation_steps(mesh):
+    switched_before: set[str] = set()
+    for index, (step, switched, config) in enumerate(_rotation_steps(mesh)):
+        # The preview names exactly the `cacerts` the step changes, each updated in place: every
+        # cluster's when the bundle changes (trust, finalize), the newly switched cluster's alone
+        # when it switches, none at the end.
+        preview = mesh.preview(config, f"rotation-{index}-{step.split(' ')[0]}")
+        changes_bundle = step in ("trust", "finalize")
+        expected_cacerts = set(names) if changes_bundle else switched - switched_before
+        assert _cacerts_clusters(preview.updated) == expected_cacerts, (step, preview.ops)
+        assert not _cacerts_clusters(preview.replaced), (step, preview.replaced)
+        switched_before = switched
         mesh.up(config, "root_rotation_seconds")
         if not new_root:  # the trust step: two roots, the old one's exact bytes first
             two = run_until(lambda: _all_of_length(distributed_bundles(mesh), 2), 60, f"{step}: two roots")
@@ -177,6 +188,11 @@ def _public_key_pem(source: x509.Certificate | str) -> str:
     key = source.public_key() if isinstance(source, x509.Certificate) else serialization.load_pem_public_key(
         source.encode())
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def _cacerts_clusters(urns: list[str]) -> set[str]:
+    """The clusters whose `cacerts` Secret (resource `<cluster>-cacerts`) is among `urns`."""
+    return {urn.rsplit("::", 1)[1].removesuffix("-cacerts") for urn in urns if urn.endswith("-cacerts")}
 
 
 def _all_of_length(bundles: dict[str, list[str]], length: int) -> dict[str, list[str]] | None:
