@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 from e2e.controlplane import BIN, KUBERNETES_VERSION  # noqa: E402
 from e2e.engine import engine_versions  # noqa: E402
 from e2e.istiod import istio_module_version  # noqa: E402
-from e2e.session import OUT, Mesh, MissingToolsError, Phases, mesh_session  # noqa: E402
+from e2e.session import OUT, Mesh, Phases, SessionCannotStartError, mesh_session  # noqa: E402
 from testing.charts import ChartError, ensure_charts  # noqa: E402
 from testing.program import stack_config  # noqa: E402
 
@@ -55,7 +55,7 @@ def mesh(request: pytest.FixtureRequest) -> Iterator[Mesh]:
         with mesh_session(config, charts, PHASES,
                           lambda: request.session.testsfailed > 0 or bool(INTERRUPTED)) as deployed:
             yield deployed
-    except MissingToolsError as error:
+    except SessionCannotStartError as error:
         pytest.fail(str(error))
 
 

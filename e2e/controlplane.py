@@ -51,9 +51,14 @@ def spawn(argv: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
     with log.open("wb") as output:
         # A process group of its own, so a stop also ends anything it started.
         process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
-    PIDS.mkdir(parents=True, exist_ok=True)
-    (PIDS / str(process.pid)).write_text(_start_time(process.pid))
+    record_pid(process.pid)
     return process
+
+
+def record_pid(pid: int) -> None:
+    """A pid file, so that the next run kills the process (and its group) if this run is killed."""
+    PIDS.mkdir(parents=True, exist_ok=True)
+    (PIDS / str(pid)).write_text(_start_time(pid))
 
 
 def _start_time(pid: int) -> str:
@@ -79,6 +84,27 @@ def reap_leftovers() -> list[int]:
             except ProcessLookupError:
                 pass
         pid_file.unlink()
+    return reaped + _reap_strays()
+
+
+def _reap_strays() -> list[int]:
+    """Kill the processes working inside e2e/.work that no pid file names: the engine's plugins,
+    which the Pulumi CLI starts in process groups of their own (so killing the CLI's group leaves
+    them) with the project directory as their working directory. One run at a time holds e2e/.work
+    (e2e/session.py), so whatever works there is this run's or a killed earlier run's."""
+    reaped = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = os.readlink(proc / "cwd").removesuffix(" (deleted)")
+        except OSError:
+            continue
+        pid = int(proc.name)
+        if pid != os.getpid() and (cwd == str(WORK) or cwd.startswith(f"{WORK}/")):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                reaped.append(pid)
+            except ProcessLookupError:
+                pass
     return reaped
 
 

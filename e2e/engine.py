@@ -17,6 +17,7 @@ import os
 import re
 import runpy
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -130,7 +131,11 @@ class _EventCollector:
                 op = _op(meta.op)
                 self.report.ops.setdefault(meta.urn, []).append(op)
                 detailed = {path: _op(diff.diff_kind) for path, diff in (meta.detailed_diff or {}).items()}
-                self.report.steps[meta.urn] = ResourceStep(meta.urn, meta.type, op, now, None, detailed)
+                earlier = self.report.steps.get(meta.urn)
+                # A replacement comes as several steps (create-replacement, replace, delete-replaced):
+                # the resource's step starts with the first of them.
+                started = earlier.started if earlier is not None else now
+                self.report.steps[meta.urn] = ResourceStep(meta.urn, meta.type, op, started, None, detailed)
             elif event.res_outputs_event:
                 meta = event.res_outputs_event.metadata
                 step = self.report.steps.get(meta.urn)
@@ -186,12 +191,22 @@ class Engine:
         self.config: dict[str, Any] = {}
 
     def _cli_root(self) -> Path:
-        """The Automation API runs `<root>/bin/pulumi`: the CLI built in e2e/.bin, not one on PATH."""
+        """The Automation API runs `<root>/bin/pulumi`: here a wrapper that puts the CLI built in
+        e2e/.bin, with the plugins it starts, in a process group of its own and leaves a pid file,
+        as every other process of the run does. The Automation API does not stop the CLI when the
+        run is interrupted; the session's clean-up (or the next run) then kills that group."""
         root = self.workdir / "pulumi-cli"
         (root / "bin").mkdir(parents=True, exist_ok=True)
-        link = root / "bin" / "pulumi"
-        if not link.exists():
-            link.symlink_to(BIN / "pulumi")
+        wrapper = root / "bin" / "pulumi"
+        wrapper.write_text(f"""#!{sys.executable}
+import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+from e2e.controlplane import record_pid
+os.setsid()
+record_pid(os.getpid())
+os.execv({str(BIN / "pulumi")!r}, [{str(BIN / "pulumi")!r}, *sys.argv[1:]])
+""")
+        wrapper.chmod(0o755)
         return root
 
     # Config ------------------------------------------------------------------------------
@@ -231,20 +246,24 @@ class Engine:
         self.set_config(config)
         report = RunReport("up")
         collected: list[str] = []
-        result = self._run(report, lambda: self.stack.up(
-            color="never", on_output=collected.append, on_error=collected.append, on_event=_EventCollector(report),
-            policy_packs=self.policy_packs, suppress_progress=True))
-        report.text = "\n".join(collected)
+        try:
+            result = self._run(report, lambda: self.stack.up(
+                color="never", on_output=collected.append, on_error=collected.append,
+                on_event=_EventCollector(report), policy_packs=self.policy_packs, suppress_progress=True))
+        finally:
+            report.text = "\n".join(collected)
         report.outputs = {key: value.value for key, value in result.outputs.items()}
         return report
 
     def destroy(self) -> RunReport:
         report = RunReport("destroy")
         collected: list[str] = []
-        self._run(report, lambda: self.stack.destroy(
-            color="never", on_output=collected.append, on_error=collected.append, on_event=_EventCollector(report),
-            suppress_progress=True))
-        report.text = "\n".join(collected)
+        try:
+            self._run(report, lambda: self.stack.destroy(
+                color="never", on_output=collected.append, on_error=collected.append,
+                on_event=_EventCollector(report), suppress_progress=True))
+        finally:
+            report.text = "\n".join(collected)
         return report
 
     def _run(self, report: RunReport, operation: Callable[[], Any]) -> Any:

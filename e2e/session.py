@@ -8,6 +8,7 @@ interrupted (SIGTERM ends it like Ctrl-C, and the previous handler is restored).
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import http.server
 import shutil
@@ -31,14 +32,15 @@ CONTROL_PLANE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kub
 ENGINE_TOOLS = ("pulumi", "pulumi-resource-kubernetes")
 
 
-class MissingToolsError(RuntimeError):
+class SessionCannotStartError(RuntimeError):
+    """Missing tools, or another run holds the work directory: one line says which."""
     pass
 
 
 def require_tools(tools: tuple[str, ...]) -> None:
     missing = [tool for tool in tools if not (BIN / tool).exists()]
     if missing:
-        raise MissingToolsError(f"e2e tools missing from e2e/.bin: {', '.join(missing)}; run `make e2e`, "
+        raise SessionCannotStartError(f"e2e tools missing from e2e/.bin: {', '.join(missing)}; run `make e2e`, "
                                 "which builds them")
 
 
@@ -138,6 +140,21 @@ def mesh_session(config: dict[str, Any], charts: Path, phases: Phases,
     (pid files in e2e/.work/pids); the logs are kept in e2e/.out/ when the session raised or
     `failed()` says so at the end."""
     require_tools(CONTROL_PLANE_TOOLS + ENGINE_TOOLS)
+    WORK.mkdir(parents=True, exist_ok=True)
+    lock = (WORK / "lock").open("w")
+    try:
+        # One run at a time: the work directory and its pid files are shared, and a second run
+        # would kill the first one's processes as leftovers.
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise SessionCannotStartError(
+            "another make e2e or make bench-engine is running here (e2e/.work/lock)") from None
+    with lock:
+        yield from _session(config, charts, phases, failed)
+
+
+def _session(config: dict[str, Any], charts: Path, phases: Phases, failed: Callable[[], bool]) -> Iterator[Mesh]:
     reaped = reap_leftovers()
     if reaped:
         print(f"e2e: killed {len(reaped)} processes a killed earlier run left behind")
