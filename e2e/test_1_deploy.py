@@ -48,6 +48,8 @@ def test_the_policy_pack_runs_in_the_engine_and_can_stop_a_deploy(mesh: Mesh, tm
 
 
 def test_the_first_up_only_created_and_every_workload_waited_for_its_cluster_s_nodes(mesh: Mesh):
+    """Seen failing: without `args.nodes_ready` in the istiod release's depends_on
+    (components/istio.py) the release waits for no nodepool."""
     run = mesh.first_run
     assert set(run.summary) == {"create"}, run.summary
     resources = mesh.engine.resources()
