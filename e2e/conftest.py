@@ -1,8 +1,9 @@
 """The dev stack deployed by the real Pulumi engine onto real control planes, once per `make e2e`
 session.
 
-Tests run in file order (test_1_* ... test_5_*): deploy, istiod, re-runs and day 2, a third
-cluster, teardown. Every process is stopped when the session ends, fails or is interrupted.
+Tests run in file order (test_1_* ... test_5_*): deploy; istiod and the effects of the Istio
+settings; re-runs and day 2; a third cluster, the ingress weights and the root rotation; teardown.
+Every process is stopped when the session ends, fails or is interrupted.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(f"istiod (pilot-discovery): istio.io/istio {istio_module_version()}, the master "
                                 "commit the Go module proxy serves (newer than the charts)")
     terminalreporter.write_line(f"Pulumi engine: {engine_versions()}")
+    if PHASES.checkpoint_race_retries:
+        terminalreporter.write_line(f"engine operations retried after the checkpoint race: "
+                                    f"{PHASES.checkpoint_race_retries} (e2e/engine.py CHECKPOINT_RACE)")
     terminalreporter.section("e2e phase times")
     for phase, seconds in PHASES.seconds.items():
         terminalreporter.write_line(f"{phase.removesuffix('_seconds').replace('_', ' '):>28}: {seconds:6.1f} s")

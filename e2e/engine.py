@@ -12,7 +12,6 @@ comes from the engine's own event stream and summary, never from this module's r
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import runpy
@@ -189,6 +188,7 @@ class Engine:
             ),
         )
         self.config: dict[str, Any] = {}
+        self.checkpoint_race_retries = 0
 
     def _cli_root(self) -> Path:
         """The Automation API runs `<root>/bin/pulumi`: here a wrapper that puts the CLI built in
@@ -269,7 +269,20 @@ os.execv({str(BIN / "pulumi")!r}, [{str(BIN / "pulumi")!r}, *sys.argv[1:]])
     def _run(self, report: RunReport, operation: Callable[[], Any]) -> Any:
         started = time.monotonic()
         try:
-            return operation()
+            try:
+                return operation()
+            except auto.CommandError:
+                if not any(CHECKPOINT_RACE in message for _, _, message in report.diagnostics):
+                    raise
+                # Seen here about once in ten runs: the program's StackReference to its own stack read
+                # the file backend's checkpoint while it was being written. Retried once, in the open:
+                # the run's output says so, and a second failure fails the run.
+                self.checkpoint_race_retries += 1
+                print(f"e2e: pulumi {report.kind} hit '{CHECKPOINT_RACE}' on the stack's own checkpoint; retrying once")
+                report.diagnostics.clear()
+                report.steps.clear()
+                report.ops.clear()
+                return operation()
         except auto.CommandError as error:
             problems = [f"{severity} {urn}: {message.strip()}" for severity, urn, message in report.diagnostics
                         if severity == "error"]
@@ -295,6 +308,9 @@ os.execv({str(BIN / "pulumi")!r}, [{str(BIN / "pulumi")!r}, *sys.argv[1:]])
         return subprocess.run(argv, env={**os.environ, **self.env}, capture_output=True, text=True, check=True).stdout
 
 
+# The file backend's error when the StackReference to the stack itself reads a half-written checkpoint.
+CHECKPOINT_RACE = "failed to load checkpoint: EOF"
+
 # Keys the stack file keeps encrypted (pulumi config set --secret).
 SECRET_KEYS = frozenset({"rootCaKeyPem"})
 
@@ -304,15 +320,9 @@ def _run_main() -> None:
     runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
 
-def engine_path(extra: list[Path]) -> str:
-    """PATH with the built engine, provider plugins and stand-ins first."""
-    return os.pathsep.join([*(str(p) for p in extra), str(PROVIDERS_BIN), str(BIN), os.environ.get("PATH", "")])
-
-
-def dumps(report: RunReport) -> str:
-    """A compact record of a run, for the logs kept under e2e/.out/."""
-    return json.dumps({"kind": report.kind, "summary": report.summary, "seconds": round(report.seconds, 1),
-                       "ops": report.ops}, indent=1)
+def engine_path() -> str:
+    """PATH with the stand-in provider plugins and the built engine and provider first."""
+    return os.pathsep.join([str(PROVIDERS_BIN), str(BIN), os.environ.get("PATH", "")])
 
 
 def engine_versions() -> str:

@@ -450,5 +450,9 @@ def workload_certificate(istiod: Istiod, namespace: str, service_account: str, t
         )
     if result.returncode != 0:
         raise AssertionError(f"ca-client against istiod of {istiod.cluster}: {result.stderr.strip()[-2000:]}")
-    return [block.strip() + "\n" + CERTIFICATE_END + "\n"
-            for block in result.stdout.split(CERTIFICATE_END) if block.strip()]
+    return pem_certificates(result.stdout)
+
+
+def pem_certificates(text: str) -> list[str]:
+    """The PEM certificates in `text`, in order, each ending in one newline."""
+    return [block.strip() + "\n" + CERTIFICATE_END + "\n" for block in text.split(CERTIFICATE_END) if block.strip()]

@@ -51,6 +51,8 @@ class Phases:
     seconds: dict[str, float] = field(default_factory=dict)
     runs: dict[str, RunReport] = field(default_factory=dict)
     critical_paths: dict[str, CriticalPath] = field(default_factory=dict)
+    # Engine operations retried once after the file backend's checkpoint race (e2e/engine.py).
+    checkpoint_race_retries: int = 0
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
@@ -82,11 +84,13 @@ class Mesh:
 
     def preview(self, config: dict[str, Any], scenario: str) -> RunReport:
         report = self.engine.preview(config, scenario)
+        self.phases.checkpoint_race_retries = self.engine.checkpoint_race_retries
         self.phases.add(f"preview_{scenario.replace('-', '_')}_seconds", report.seconds)
         return report
 
     def up(self, config: dict[str, Any], phase: str) -> RunReport:
         report = self.engine.up(config)
+        self.phases.checkpoint_race_retries = self.engine.checkpoint_race_retries
         self.config = config
         self.phases.add(phase, report.seconds)
         if phase not in self.phases.runs:
@@ -171,7 +175,7 @@ def _session(config: dict[str, Any], charts: Path, phases: Phases, failed: Calla
     try:
         cloud_url = cloud.serve()
         engine = Engine(workdir, {
-            "PATH": engine_path([]),
+            "PATH": engine_path(),
             "SKS_E2E_PYTHON": sys.executable,
             "PYTHONPATH": str(ROOT),
             "EXOSCALE_API_ENDPOINT": cloud_url,

@@ -125,7 +125,8 @@ def test_two_replicas_land_on_different_nodes_and_a_drain_may_evict_only_one(mes
 
 def test_a_root_ca_setting_change_leaves_the_running_root_alone(mesh: Mesh):
     """istiod refuses a new root without a restart, so an edited CA setting must not replace it;
-    the preview says so with a warning."""
+    the preview says so with a warning. Seen failing: with the warning logged as `pulumi.log.debug`
+    in components/pki.py the preview carries no warning about the root CA."""
     roots = {urn: _cacerts(mesh, urn)["root-cert.pem"]
              for urn, o in program_objects(mesh).items() if o.name == "cacerts"}
     config = {**mesh.config, "caOrganization": "renamed-org", "rootCaValidityHours": 90000}
